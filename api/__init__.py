@@ -1,0 +1,1 @@
+"""The HTTP side: the FastAPI app, its schemas and auth, the HTTP client and the CLI."""

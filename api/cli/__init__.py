@@ -1,0 +1,20 @@
+"""The ``shardtrain`` command: one typer app, each group of commands in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli import train
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Train multi-layer perceptrons, locally or as jobs of a service.")
+app.command("train")(train.train)
+
+
+@app.callback()
+def root() -> None:
+    """Train multi-layer perceptrons, locally or as jobs of a service."""
+
+
+def main() -> None:
+    app()

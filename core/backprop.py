@@ -1,0 +1,106 @@
+"""Forward and backward passes over preallocated buffers.
+
+A ``Workspace`` holds every array one step needs for up to ``capacity`` rows: the activations of
+each layer, the error signals, and scratch. A step only writes into slices of them, so training
+allocates nothing after the workspace is built and memory does not grow with epochs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.activations import ACTIVATIONS, DERIVATIVES, sigmoid, softmax
+from core.losses import LOSS_VALUES, OUTPUT_DELTAS
+from core.network import Network
+
+
+class Workspace:
+    """Buffers for one network and at most ``capacity`` rows per pass."""
+
+    def __init__(self, net: Network, capacity: int) -> None:
+        self.net = net
+        self.capacity = capacity
+        dtype = net.dtype
+        # acts[0] is the input batch, filled by the caller; acts[l] the output of layer l.
+        self.acts = [np.empty((capacity, n), dtype=dtype) for n in net.sizes]
+        self.deltas = [np.empty((capacity, n), dtype=dtype) for n in net.sizes]
+        self.tmps = [np.empty((capacity, n), dtype=dtype) for n in net.sizes]
+        self.masks = [np.empty((capacity, n), dtype=bool) for n in net.sizes]
+        self.targets = np.empty((capacity, net.sizes[-1]), dtype=dtype)
+        self.row = np.empty((capacity, 1), dtype=dtype)
+        self._hidden = ACTIVATIONS[net.activation]
+        self._hidden_grad = DERIVATIVES[net.activation]
+        self._loss = LOSS_VALUES[net.loss]
+        self._delta = OUTPUT_DELTAS[(net.output, net.loss)]
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """(capacity, n_in): write a batch's rows here before ``forward``."""
+        return self.acts[0]
+
+    def forward(self, weights: list[np.ndarray], biases: list[np.ndarray], rows: int) -> np.ndarray:
+        """Output activations (rows, n_out) for the first ``rows`` rows of ``inputs``."""
+        last = self.net.n_layers - 1
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            z = self.acts[i + 1][:rows]
+            np.matmul(self.acts[i][:rows], w, out=z)
+            z += b
+            if i < last:
+                self._hidden(z, self.tmps[i + 1][:rows])
+            elif self.net.output == "softmax":
+                softmax(z, self.row[:rows])
+            elif self.net.output == "sigmoid":
+                sigmoid(z, self.tmps[i + 1][:rows])
+        return self.acts[-1][:rows]
+
+    def loss_sum(self, rows: int) -> float:
+        """Loss summed over rows, of the last ``forward`` against ``targets``."""
+        top = self.net.n_layers
+        return self._loss(self.acts[top][:rows], self.targets[:rows],
+                          self.tmps[top][:rows], self.deltas[top][:rows])
+
+    def gradient(self, weights: list[np.ndarray], biases: list[np.ndarray],
+                 grad_w: list[np.ndarray], grad_b: list[np.ndarray], rows: int,
+                 scale: float = 1.0) -> float:
+        """Forward and backward on ``rows`` rows of ``inputs``/``targets``.
+
+        Writes ``scale`` times the gradient of the *summed* loss into ``grad_w``/``grad_b``
+        (views of one flat buffer) and returns the unscaled sum. Scaling the output error
+        signal, a (rows, n_out) array, costs far less than scaling the whole gradient after.
+        """
+        if rows == 0:
+            for g in (*grad_w, *grad_b):
+                g.fill(0.0)
+            return 0.0
+        self.forward(weights, biases, rows)
+        loss = self.loss_sum(rows)
+        top = self.net.n_layers
+        delta = self.deltas[top][:rows]
+        self._delta(self.acts[top][:rows], self.targets[:rows], delta,
+                    self.tmps[top][:rows], self.row[:rows])
+        if scale != 1.0:
+            delta *= scale
+        for i in range(top - 1, -1, -1):
+            np.matmul(self.acts[i][:rows].T, delta, out=grad_w[i])
+            np.sum(delta, axis=0, out=grad_b[i])
+            if i == 0:
+                break  # the input's own gradient is never needed
+            below = self.deltas[i][:rows]
+            np.matmul(delta, weights[i].T, out=below)
+            self._hidden_grad(self.acts[i][:rows], below, self.tmps[i][:rows],
+                              self.masks[i][:rows])
+            delta = below
+        return loss
+
+
+def mean_gradient(net: Network, params: np.ndarray, X: np.ndarray,
+                  Y: np.ndarray) -> tuple[float, np.ndarray]:
+    """(mean loss, mean gradient as a flat vector) of one batch, in fresh buffers: the
+    single-process reference that sharded gradients are checked against."""
+    rows = X.shape[0]
+    ws = Workspace(net, rows)
+    ws.inputs[:] = X
+    ws.targets[:] = Y
+    grad = net.empty()
+    loss = ws.gradient(*net.views(params), *net.views(grad), rows, 1.0 / rows)
+    return loss / rows, grad

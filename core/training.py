@@ -1,0 +1,230 @@
+"""Training a whole job in one process: the reference the distributed service reproduces.
+
+One step: every shard computes its gradient on its share of the global batch (``ShardSet``), the
+gradients are summed in shard order, L2 decay is added and the optimizer steps. With
+``sync_every = K > 1`` each shard instead steps its own replica K times and the replicas are
+averaged, weighted by the rows each drew (local SGD: K times fewer synchronisations, at the
+price of an approximation of the exact averaged gradient).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.job import JobData, ShardSet
+from core.model import Model
+from core.npz import from_npz, to_npz
+from core.optimizers import Optimizer, make_optimizer
+from core.spec import TrainSpec
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or Inf; the parameters are those of the last finite step."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"diverged at step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    step: int  # steps completed, 1-based
+    epoch: int  # the epoch this step belongs to, 1-based
+    train_loss: float  # mean loss over the step's global batch
+    rows: int
+    epoch_end: bool = False
+    epoch_train_loss: float | None = None  # at epoch ends: the mean over the epoch's rows
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    final_train_loss: float
+    final_val_loss: float | None
+    final_val_accuracy: float | None
+    steps: int
+    epochs: int
+    seconds: float
+    samples_per_s: float
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Trains ``spec`` on ``(X, y)``; iterate ``steps()`` or call ``run()``."""
+
+    def __init__(self, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
+                 init: Mapping[str, np.ndarray] | None = None,
+                 groups: Sequence[Sequence[int]] | None = None,
+                 local_sgd: bool | None = None) -> None:
+        """``groups`` splits the shards over separate ``ShardSet``s, as ranks on different
+        workers hold them; by SPEC section 4.3 the grouping never changes the result.
+        ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
+        exact averaging up to rounding (default: local SGD exactly when sync_every > 1)."""
+        self.spec = spec
+        self.job = job = JobData.prepare(spec, X, y)
+        net = job.net
+        self.params = (net.from_arrays(init) if init is not None
+                       else net.init_params(spec.seed, spec.model.init_scheme))
+        self.step = 0
+        groups = groups if groups is not None else [range(spec.shards)]
+        if sorted(shard for group in groups for shard in group) != list(range(spec.shards)):
+            raise ValueError(f"groups must hold every shard 0..{spec.shards - 1} exactly once")
+        owner = {shard: ShardSet(job, group) for group in groups for shard in group}
+        # Shard order, not group order, fixes the order of the reduction.
+        self._owners = [owner[shard] for shard in range(spec.shards)]
+        self._decay = net.weight_mask() * spec.l2 if spec.l2 > 0 else None
+        self._grad = net.empty()
+        self._scratch = net.empty()
+        self._epoch_loss = 0.0
+        self._epoch_rows = 0
+        # Exact averaging keeps one optimizer; local SGD one replica and optimizer per shard.
+        self.local = spec.sync_every > 1 if local_sgd is None else local_sgd
+        n_opt = spec.shards if self.local else 1
+        self.optimizers: list[Optimizer] = [
+            make_optimizer(spec.optimizer, net.n_params, net.dtype) for _ in range(n_opt)]
+        self.replicas = [self.params.copy() for _ in range(spec.shards)] if self.local else []
+        self._rows_since_sync = np.zeros(spec.shards, dtype=np.int64)
+
+    @property
+    def total_steps(self) -> int:
+        return self.job.total_steps
+
+    def model(self) -> Model:
+        return Model(self.job.net, self.job.encoding, self.params.copy(), self.spec.to_dict())
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.job.net.to_arrays(self.params)
+
+    def _decayed(self, grad: np.ndarray, params: np.ndarray) -> None:
+        if self._decay is not None:
+            grad += np.multiply(params, self._decay, out=self._scratch)
+
+    def _exact_step(self, step: int, rows: int) -> float:
+        loss, grad, scale = 0.0, self._grad, 1.0 / rows
+        for shard, owner in enumerate(self._owners):
+            # The first shard writes the sum in place; later ones are added in shard order.
+            target = grad if shard == 0 else self._scratch
+            loss += owner.gradient(shard, step, self.params, target, scale)[0]
+            if shard > 0:
+                grad += target
+        if not math.isfinite(loss):
+            raise DivergedError(step + 1)
+        self._decayed(grad, self.params)
+        self.optimizers[0].step(self.params, grad)
+        return loss
+
+    def _local_step(self, step: int, rows: int, sync: bool) -> float:
+        loss = 0.0
+        for shard, owner in enumerate(self._owners):
+            replica = self.replicas[shard]
+            own = int(self.job.plan.shares[step % self.job.steps_per_epoch, shard])
+            if own == 0:
+                continue
+            shard_loss, _ = owner.gradient(shard, step, replica, self._grad, 1.0 / own)
+            loss += shard_loss
+            if not math.isfinite(loss):
+                raise DivergedError(step + 1)
+            self._decayed(self._grad, replica)
+            self.optimizers[shard].step(replica, self._grad)
+            self._rows_since_sync[shard] += own
+        if sync:
+            self._average_replicas()
+        return loss
+
+    def _average_replicas(self) -> None:
+        """Row-weighted mean of the replicas, summed in shard order, copied back to each."""
+        weights = self._rows_since_sync / self._rows_since_sync.sum()
+        self.params.fill(0.0)
+        for replica, weight in zip(self.replicas, weights, strict=True):
+            self.params += np.multiply(replica, weight, out=self._scratch)
+        for replica in self.replicas:
+            replica[...] = self.params
+        self._rows_since_sync[:] = 0
+
+    def train_step(self) -> StepEvent:
+        job, step = self.job, self.step
+        rows = job.step_rows(step)
+        epoch_end = (step + 1) % job.steps_per_epoch == 0
+        # Overflow is how divergence shows; it is reported as DivergedError, not as warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.local:
+                sync = (step + 1) % self.spec.sync_every == 0 or epoch_end
+                loss = self._local_step(step, rows, sync)
+            else:
+                loss = self._exact_step(step, rows)
+        self.step = step + 1
+        self._epoch_loss += loss
+        self._epoch_rows += rows
+        event = StepEvent(step=self.step, epoch=step // job.steps_per_epoch + 1,
+                          train_loss=loss / rows, rows=rows)
+        if not epoch_end:
+            return event
+        epoch_loss = self._epoch_loss / self._epoch_rows
+        self._epoch_loss, self._epoch_rows = 0.0, 0
+        val_loss, val_accuracy = (job.evaluate(self.params, job.val_idx) if len(job.val_idx)
+                                  else (None, None))
+        return StepEvent(step=event.step, epoch=event.epoch, train_loss=event.train_loss,
+                         rows=rows, epoch_end=True, epoch_train_loss=epoch_loss,
+                         val_loss=val_loss, val_accuracy=val_accuracy)
+
+    def steps(self) -> Iterator[StepEvent]:
+        while self.step < self.total_steps:
+            yield self.train_step()
+
+    def run(self) -> TrainResult:
+        start, rows, last = time.perf_counter(), 0, None
+        for event in self.steps():
+            rows += event.rows
+            last = event
+        seconds = time.perf_counter() - start
+        if last is None:
+            raise RuntimeError("nothing left to train: the run had already finished")
+        assert last.epoch_train_loss is not None
+        return TrainResult(
+            final_train_loss=last.epoch_train_loss, final_val_loss=last.val_loss,
+            final_val_accuracy=last.val_accuracy, steps=self.step, epochs=last.epoch,
+            seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0)
+
+    # Training state: everything a resumed run needs to end bit-identical to an unbroken one.
+    # Batch positions and shuffles are functions of the step count, so the step is the RNG state.
+
+    def state_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {"params": self.params,
+                                         "step": np.array([self.step], dtype=np.int64),
+                                         "rows_since_sync": self._rows_since_sync,
+                                         "epoch_loss": np.array([self._epoch_loss]),
+                                         "epoch_rows": np.array([self._epoch_rows])}
+        for i, opt in enumerate(self.optimizers):
+            arrays.update({f"opt{i}.{k}": v for k, v in opt.state().items()})
+        for i, replica in enumerate(self.replicas):
+            arrays[f"replica{i}"] = replica
+        return to_npz(arrays)
+
+    def restore(self, state: bytes) -> None:
+        arrays = from_npz(state)
+        params = arrays["params"]
+        if params.shape != self.params.shape or params.dtype != self.params.dtype:
+            raise ValueError(f"state holds {params.dtype} parameters of shape {params.shape}; "
+                             f"this job needs {self.params.dtype} {self.params.shape}")
+        step = int(arrays["step"][0])
+        if not 0 <= step <= self.total_steps:
+            raise ValueError(f"state is at step {step}, beyond this job's {self.total_steps}")
+        self.params[...] = params
+        self.step = step
+        self._rows_since_sync[...] = arrays["rows_since_sync"]
+        for i, opt in enumerate(self.optimizers):
+            prefix = f"opt{i}."
+            opt.load_state({k[len(prefix):]: v for k, v in arrays.items()
+                            if k.startswith(prefix)})
+        for i, replica in enumerate(self.replicas):
+            replica[...] = arrays[f"replica{i}"]
+        self._epoch_loss = float(arrays["epoch_loss"][0])
+        self._epoch_rows = int(arrays["epoch_rows"][0])

@@ -1,0 +1,182 @@
+"""Whole runs of the core: learning, determinism, resumption, errors, memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from core.data import InvalidDataError
+from core.model import Model
+from core.spec import ModelSpec, OptimizerSpec, SpecError, TrainSpec
+from core.training import DivergedError, Trainer
+from tests.utils.data import blobs, regression
+
+
+def test_the_seed_network_learns_xor() -> None:
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    y = np.array([0, 1, 1, 0])
+    spec = TrainSpec(model=ModelSpec(hidden=(4,), activation="sigmoid", output="sigmoid"),
+                     loss="mse", optimizer=OptimizerSpec(lr=2.0, momentum=0.9), epochs=1500,
+                     batch_size=4, validation_fraction=0.0, seed=1)
+    trainer = Trainer(spec, X, y)
+    result = trainer.run()
+    assert result.final_train_loss < 0.02
+    np.testing.assert_array_equal(trainer.model().predict(X).labels, y)
+
+
+def test_digits_reach_97_percent_on_a_seeded_quarter_hold_out() -> None:
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    spec = TrainSpec(model=ModelSpec(hidden=(64,), activation="relu"),
+                     optimizer=OptimizerSpec(lr=0.1, momentum=0.9), epochs=30, batch_size=32,
+                     validation_fraction=0.25, seed=7, shards=4)
+    result = Trainer(spec, X / 16.0, y).run()
+    assert result.final_val_accuracy is not None and result.final_val_accuracy >= 0.97
+
+
+@pytest.mark.parametrize("optimizer", [OptimizerSpec(name="sgd", lr=0.05, momentum=0.9,
+                                                     nesterov=True),
+                                       OptimizerSpec(name="adam", lr=0.01)])
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_stop_restore_finish_is_bit_identical(optimizer: OptimizerSpec, sync_every: int) -> None:
+    X, y = blobs(n=200, seed=4, dtype=np.float32)
+    spec = TrainSpec(model=ModelSpec(hidden=(8, 5)), optimizer=optimizer, epochs=3,
+                     batch_size=24, shards=3, sync_every=sync_every, l2=1e-4, seed=2)
+    straight = Trainer(spec, X, y)
+    straight_events = list(straight.steps())
+
+    first = Trainer(spec, X, y)
+    for _ in range(13):  # mid-epoch, between two synchronisations
+        first.train_step()
+    state = first.state_bytes()
+    resumed = Trainer(spec, X, y)
+    resumed.restore(state)
+    rest = list(resumed.steps())
+    assert np.array_equal(resumed.params, straight.params)
+    assert rest == straight_events[13:]
+
+
+def test_same_spec_and_seed_give_the_same_weights_and_another_seed_does_not() -> None:
+    X, y = blobs(n=150, seed=0)
+    spec = TrainSpec(epochs=2, batch_size=16, shards=2, seed=11)
+    a, b = Trainer(spec, X, y), Trainer(spec, X, y)
+    a.run()
+    b.run()
+    assert np.array_equal(a.params, b.params)
+    c = Trainer(TrainSpec(epochs=2, batch_size=16, shards=2, seed=12), X, y)
+    c.run()
+    assert not np.array_equal(a.params, c.params)
+
+
+def test_divergence_stops_with_the_step_and_keeps_finite_weights() -> None:
+    X, y = regression(n=64)
+    spec = TrainSpec(model=ModelSpec(hidden=(16,), activation="relu", output="linear"),
+                     loss="mse", optimizer=OptimizerSpec(lr=1e3), epochs=50, batch_size=8,
+                     validation_fraction=0.0)
+    trainer = Trainer(spec, X * 100, y)
+    with pytest.raises(DivergedError, match=r"diverged at step \d+") as info:
+        trainer.run()
+    assert info.value.step < 30
+    assert trainer.step == info.value.step - 1
+    assert np.all(np.isfinite(trainer.params))
+
+
+def test_regression_and_float64() -> None:
+    X, y = regression(n=200)
+    spec = TrainSpec(model=ModelSpec(hidden=(16,), activation="tanh", output="linear"),
+                     loss="mse", optimizer=OptimizerSpec(name="adam", lr=0.01), epochs=40,
+                     batch_size=20, dtype="float64", shards=2)
+    trainer = Trainer(spec, X, y)
+    result = trainer.run()
+    assert trainer.params.dtype == np.float64
+    assert result.final_val_accuracy is None
+    assert result.final_val_loss is not None and result.final_val_loss < 0.1
+    assert trainer.model().predict(X).labels is None
+
+
+def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() -> None:
+    X, y = blobs(n=120, classes=3, seed=3)
+    labels = np.array(["cat", "dog", "eel"])[y]
+    spec = TrainSpec(model=ModelSpec(hidden=(7,)), epochs=3, batch_size=10)
+    trainer = Trainer(spec, X, labels)
+    trainer.run()
+    model = trainer.model()
+    loaded = Model.from_npz(model.to_npz())
+    np.testing.assert_array_equal(loaded.predict(X).outputs, model.predict(X).outputs)
+    assert set(loaded.predict(X).labels) <= {"cat", "dog", "eel"}
+    # Plain numpy from the npz layout of SPEC section 7 gives the same outputs.
+    arrays = model.to_arrays()
+    a = X.astype(np.float32)
+    a = np.maximum(a @ arrays["W1"] + arrays["b1"], 0)
+    z = a @ arrays["W2"] + arrays["b2"]
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(p, model.predict(X).outputs, rtol=1e-5, atol=1e-6)
+
+    warm = Trainer(spec, X, labels, init=arrays)
+    np.testing.assert_array_equal(warm.params, trainer.params)
+    with pytest.raises(ValueError, match="W1 have shape"):
+        Trainer(TrainSpec(model=ModelSpec(hidden=(9,)), epochs=1), X, labels, init=arrays)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"epochs": 0}, "epochs"),
+    ({"batch_size": 2, "shards": 4}, "batch_size"),
+    ({"loss": "cross_entropy", "model": {"output": "linear"}}, "loss"),
+    ({"optimizer": {"lr": -0.1}}, "optimizer.lr"),
+    ({"optimizer": {"lr": float("nan")}}, "optimizer.lr"),
+    ({"optimizer": {"nesterov": True}}, "optimizer.nesterov"),
+    ({"model": {"hidden": [4, 0]}}, "model.hidden[1]"),
+    ({"model": {"activation": "swish"}}, "model.activation"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"learning_rate": 0.1}, "learning_rate"),
+    ({"model": {"depth": 3}}, "model.depth"),
+])
+def test_bad_specs_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        TrainSpec.from_dict(change)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+
+
+@pytest.mark.parametrize(("X", "y", "message"), [
+    (np.ones((5,)), np.zeros(5, dtype=int), "2-D"),
+    (np.ones((5, 2)), np.zeros(4, dtype=int), "rows"),
+    (np.array([[1.0, np.nan]] * 4), np.array([0, 1, 0, 1]), "NaN or Inf"),
+    (np.ones((4, 2)), np.array([0.0, np.inf, 1.0, 2.0]), "NaN or Inf"),
+    (np.ones((4, 2)), np.zeros(4, dtype=int), "single class"),
+    (np.ones((4, 2)), np.array([0.5, 1.0, 2.0, 3.0]), "cross_entropy needs class labels"),
+])
+def test_bad_data_is_named(X: np.ndarray, y: np.ndarray, message: str) -> None:
+    with pytest.raises(InvalidDataError, match=message):
+        Trainer(TrainSpec(batch_size=2, validation_fraction=0.0), X, y)
+
+
+def test_more_shards_than_rows_is_refused() -> None:
+    X, y = blobs(n=10)
+    with pytest.raises(InvalidDataError, match="cannot fill 16 shards"):
+        Trainer(TrainSpec(shards=16, batch_size=16, validation_fraction=0.0), X, y)
+
+
+def test_training_steps_allocate_nothing_after_the_first() -> None:
+    X, y = blobs(n=8192, features=100, classes=32, seed=0, dtype=np.float32)
+    spec = TrainSpec(model=ModelSpec(hidden=(256, 128)), epochs=2, batch_size=2048, shards=2,
+                     optimizer=OptimizerSpec(name="adam", lr=1e-3), validation_fraction=0.0)
+    trainer = Trainer(spec, X, y)
+    trainer.train_step()
+    tracemalloc.start()
+    try:
+        for _ in range(2):  # inside an epoch: no hold-out evaluation, no reshuffle
+            trainer.train_step()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The smallest array of a step, one shard's output, is 1024 x 32 float32 = 128 KiB. What
+    # may come and go: views, Python floats, and numpy's fixed 8192-element iterator buffer
+    # for broadcasting ufuncs (32 KiB, whatever the batch size).
+    assert peak < 64_000
+    assert current < 4_000
