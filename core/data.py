@@ -107,11 +107,20 @@ class TargetEncoding:
         return self.classes[self.predict_index(out)]
 
 
+def n_validation(n: int, fraction: float) -> int:
+    """Rows held out for validation: the fraction rounded, at least one when asked for any."""
+    n_val = round(fraction * n)
+    return 1 if fraction > 0 and n_val == 0 and n > 1 else n_val
+
+
+def steps_per_epoch(n: int, fraction: float, batch_size: int) -> int:
+    """Steps of an epoch on ``n`` rows, known before the data is loaded (to plan a job)."""
+    return -(-(n - n_validation(n, fraction)) // batch_size)
+
+
 def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train row indices in seeded random order, validation row indices sorted)."""
-    n_val = round(fraction * n)
-    if fraction > 0 and n_val == 0 and n > 1:
-        n_val = 1
+    n_val = n_validation(n, fraction)
     order = np.random.default_rng([seed, STREAM_HOLDOUT]).permutation(n)
     return order[n_val:], np.sort(order[:n_val])
 

@@ -54,9 +54,8 @@ class Model:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = self.net.to_arrays(self.params)
-        arrays["spec"] = np.array(json.dumps(self.spec, sort_keys=True))
-        if self.encoding.classes is not None:
-            arrays["classes"] = self.encoding.classes
+        arrays.update(self.metadata())
+        del arrays["sizes"]  # the weight shapes say it
         return arrays
 
     def to_npz(self) -> bytes:
@@ -64,26 +63,49 @@ class Model:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Model:
-        if "spec" not in arrays:
-            raise InvalidDataError("weights file lacks 'spec'")
-        spec_dict = json.loads(str(arrays["spec"]))
-        train = TrainSpec.from_dict({k: v for k, v in spec_dict.items()
-                                     if k in TrainSpec.__dataclass_fields__})
-        layers, sizes = 1, []
+        """From the weights .npz layout; layer widths are read off the weight shapes."""
+        layers = 1
         while f"W{layers}" in arrays:
-            w = np.asarray(arrays[f"W{layers}"])
-            sizes.append(w.shape[0])
             layers += 1
-        if not sizes:
+        if layers == 1:
             raise InvalidDataError("weights file holds no W1")
-        sizes.append(np.asarray(arrays[f"W{layers - 1}"]).shape[1])
-        net = Network(tuple(sizes), train.model.activation, train.model.output, train.loss,
-                      np.dtype(train.dtype))
-        classes = np.asarray(arrays["classes"]) if "classes" in arrays else None
-        encoding = TargetEncoding("classification" if classes is not None else "regression",
-                                  classes, sizes[-1])
-        return cls(net, encoding, net.from_arrays(arrays), spec_dict)
+        widths = [np.asarray(arrays[f"W{i}"]).shape[0] for i in range(1, layers)]
+        widths.append(np.asarray(arrays[f"W{layers - 1}"]).shape[1])
+        net, encoding, spec = _shape(arrays, widths)
+        return cls(net, encoding, net.from_arrays(arrays), spec)
 
     @classmethod
     def from_npz(cls, data: bytes) -> Model:
         return cls.from_arrays(from_npz(data))
+
+    def metadata(self) -> dict[str, np.ndarray]:
+        """What, beside the flat parameters, rebuilds this model (``from_flat``)."""
+        arrays = {"sizes": np.array(self.net.sizes, dtype=np.int64),
+                  "spec": np.array(json.dumps(self.spec, sort_keys=True))}
+        if self.encoding.classes is not None:
+            arrays["classes"] = self.encoding.classes
+        return arrays
+
+    @classmethod
+    def from_flat(cls, arrays: Mapping[str, np.ndarray], params: np.ndarray) -> Model:
+        """From ``metadata()`` arrays and a flat parameter vector (e.g. a training state)."""
+        net, encoding, spec = _shape(arrays, [int(n) for n in arrays["sizes"]])
+        if params.shape != (net.n_params,) or params.dtype != net.dtype:
+            raise InvalidDataError(f"{params.dtype} parameters of shape {params.shape} do not "
+                                   f"fit a {net.dtype} network of {net.n_params}")
+        return cls(net, encoding, params, spec)
+
+
+def _shape(arrays: Mapping[str, np.ndarray],
+           widths: list[int]) -> tuple[Network, TargetEncoding, dict[str, Any]]:
+    if "spec" not in arrays:
+        raise InvalidDataError("weights lack 'spec'")
+    spec = json.loads(str(arrays["spec"]))
+    train = TrainSpec.from_dict({k: v for k, v in spec.items()
+                                 if k in TrainSpec.__dataclass_fields__})
+    net = Network(tuple(widths), train.model.activation, train.model.output, train.loss,
+                  np.dtype(train.dtype))
+    classes = np.asarray(arrays["classes"]) if "classes" in arrays else None
+    encoding = TargetEncoding("classification" if classes is not None else "regression",
+                              classes, widths[-1])
+    return net, encoding, spec

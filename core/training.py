@@ -63,12 +63,15 @@ class Trainer:
     def __init__(self, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
                  init: Mapping[str, np.ndarray] | None = None,
                  groups: Sequence[Sequence[int]] | None = None,
-                 local_sgd: bool | None = None) -> None:
+                 local_sgd: bool | None = None,
+                 submitted: Mapping[str, object] | None = None) -> None:
         """``groups`` splits the shards over separate ``ShardSet``s, as ranks on different
         workers hold them; by SPEC section 4.3 the grouping never changes the result.
         ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
-        exact averaging up to rounding (default: local SGD exactly when sync_every > 1)."""
+        exact averaging up to rounding (default: local SGD exactly when sync_every > 1).
+        ``submitted`` is the whole job spec as the user gave it, kept with the weights."""
         self.spec = spec
+        self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
         self.job = job = JobData.prepare(spec, X, y)
         net = job.net
         self.params = (net.from_arrays(init) if init is not None
@@ -98,7 +101,7 @@ class Trainer:
         return self.job.total_steps
 
     def model(self) -> Model:
-        return Model(self.job.net, self.job.encoding, self.params.copy(), self.spec.to_dict())
+        return Model(self.job.net, self.job.encoding, self.params.copy(), self.spec_dict)
 
     def weights(self) -> dict[str, np.ndarray]:
         return self.job.net.to_arrays(self.params)
@@ -206,6 +209,9 @@ class Trainer:
             arrays.update({f"opt{i}.{k}": v for k, v in opt.state().items()})
         for i, replica in enumerate(self.replicas):
             arrays[f"replica{i}"] = replica
+        # The model's shape too, so that a checkpoint alone yields weights (model_from_state).
+        arrays.update(Model(self.job.net, self.job.encoding, self.params,
+                            self.spec_dict).metadata())
         return to_npz(arrays)
 
     def restore(self, state: bytes) -> None:
@@ -228,3 +234,9 @@ class Trainer:
             replica[...] = arrays[f"replica{i}"]
         self._epoch_loss = float(arrays["epoch_loss"][0])
         self._epoch_rows = int(arrays["epoch_rows"][0])
+
+
+def model_from_state(state: bytes) -> Model:
+    """The model at a checkpoint, from the bytes of ``Trainer.state_bytes`` alone."""
+    arrays = from_npz(state)
+    return Model.from_flat(arrays, arrays["params"])

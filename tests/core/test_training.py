@@ -10,7 +10,7 @@ import pytest
 from core.data import InvalidDataError
 from core.model import Model
 from core.spec import ModelSpec, OptimizerSpec, SpecError, TrainSpec
-from core.training import DivergedError, Trainer
+from core.training import DivergedError, Trainer, model_from_state
 from tests.utils.data import blobs, regression
 
 
@@ -57,6 +57,10 @@ def test_stop_restore_finish_is_bit_identical(optimizer: OptimizerSpec, sync_eve
     rest = list(resumed.steps())
     assert np.array_equal(resumed.params, straight.params)
     assert rest == straight_events[13:]
+    # A checkpoint alone yields the model at its step.
+    at_13 = model_from_state(state)
+    np.testing.assert_array_equal(at_13.params, first.params)
+    np.testing.assert_array_equal(at_13.predict(X).outputs, first.model().predict(X).outputs)
 
 
 def test_same_spec_and_seed_give_the_same_weights_and_another_seed_does_not() -> None:
