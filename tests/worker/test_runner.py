@@ -1,0 +1,168 @@
+"""A job run by the worker's code against a real (SQLite) database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from core.model import Model
+from core.npz import from_npz
+from core.spec import TrainSpec
+from core.training import Trainer, model_from_state
+from db.engine import SessionFactory, session_scope
+from db.models import Checkpoint, Job, Metric
+from db.queries.checkpoints import get_weights
+from db.queries.metrics import read_metrics
+from db.settings import Settings
+from tests.utils.data import blobs
+from tests.utils.jobs import add_dataset, add_job
+from worker.runner import run_job
+
+SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
+                        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                        "epochs": 3, "batch_size": 16, "shards": 4, "seed": 3,
+                        "validation_fraction": 0.2}
+
+
+def _submit(factory: SessionFactory, spec: dict[str, Any], **data: Any) -> str:
+    X, y = blobs(n=160, seed=1, dtype=np.float32) if not data else (data["X"], data["y"])
+    with session_scope(factory) as session:
+        return add_job(session, add_dataset(session, X, y), spec).id
+
+
+def _reference(spec: dict[str, Any]) -> Trainer:
+    X, y = blobs(n=160, seed=1, dtype=np.float32)
+    trainer = Trainer(TrainSpec.from_dict(spec), X, y)
+    trainer.run()
+    return trainer
+
+
+def test_a_job_trains_to_the_reference_weights_with_every_step_once(
+        factory: SessionFactory, settings: Settings) -> None:
+    job_id = _submit(factory, SPEC)
+    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    reference = _reference(SPEC)
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "succeeded" and job.attempt == 1
+        assert job.step == job.total_steps == reference.step == 24
+        metrics = read_metrics(session, job_id=job_id)
+        assert metrics["step"] == list(range(1, 25))
+        assert [v is not None for v in metrics["val_loss"]] == [s % 8 == 0 for s in range(1, 25)]
+        final = get_weights(session, job_id=job_id, kind="final")
+        assert final is not None
+        for name, array in reference.weights().items():
+            assert np.array_equal(from_npz(final.data)[name], array)
+        assert job.final_val_accuracy == pytest.approx(
+            reference.job.evaluate(reference.params, reference.job.val_idx)[1])
+        assert get_weights(session, job_id=job_id, kind="best") is not None
+        initial = session.get(Checkpoint, (job_id, 0))
+        assert initial is not None
+        start = Trainer(TrainSpec.from_dict(SPEC), *blobs(n=160, seed=1, dtype=np.float32))
+        np.testing.assert_array_equal(model_from_state(initial.state).params, start.params)
+    # A redelivered message for a finished job changes nothing.
+    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+
+
+def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    job_id = _submit(factory, SPEC)
+    real_step = Trainer.train_step
+
+    def failing_step(self: Trainer) -> Any:
+        if self.step == 17:
+            raise OperationalError("SELECT 1", {}, Exception("database went away"))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    with pytest.raises(OperationalError):
+        run_job(job_id, factory=factory, settings=settings)
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "running"
+        assert session.scalar(select(func.max(Checkpoint.step)).where(
+            Checkpoint.job_id == job_id)) == 14
+
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.attempt == 2
+        assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 25))
+        assert session.scalar(select(func.count()).select_from(Metric).where(
+            Metric.job_id == job_id)) == 24
+        final = get_weights(session, job_id=job_id, kind="final")
+        assert final is not None
+        assert np.array_equal(from_npz(final.data)["W1"], _reference(SPEC).weights()["W1"])
+
+
+def test_cancel_stops_at_the_next_write_and_keeps_history_and_checkpoint(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _submit(factory, SPEC)
+    real_step = Trainer.train_step
+
+    def cancelling_step(self: Trainer) -> Any:
+        if self.step == 10:
+            with session_scope(factory) as session:
+                job = session.get(Job, job_id)
+                assert job is not None
+                job.request_cancel()
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", cancelling_step)
+    assert run_job(job_id, factory=factory, settings=settings) == "cancelled"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "cancelled" and job.step == 14
+        assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 15))
+        assert session.get(Checkpoint, (job_id, 14)) is not None
+
+
+def test_divergence_fails_with_its_type_and_keeps_the_last_finite_checkpoint(
+        factory: SessionFactory, settings: Settings) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3)) * 100
+    y = rng.normal(size=64)
+    spec = {"model": {"hidden": [16], "output": "linear"}, "loss": "mse",
+            "optimizer": {"lr": 1000.0}, "epochs": 20, "batch_size": 8,
+            "validation_fraction": 0.0}
+    job_id = _submit(factory, spec, X=X, y=y)
+    assert run_job(job_id, factory=factory, settings=settings) == "failed"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.error_type == "diverged"
+        assert job.error_message is not None and job.error_message.startswith("diverged at step")
+        last = session.scalar(select(func.max(Checkpoint.step)).where(Checkpoint.job_id == job_id))
+        assert last is not None
+        checkpoint = session.get(Checkpoint, (job_id, last))
+        assert checkpoint is not None
+        assert np.all(np.isfinite(model_from_state(checkpoint.state).params))
+
+
+def test_unusable_data_fails_as_invalid_data(factory: SessionFactory, settings: Settings) -> None:
+    spec = {**SPEC, "shards": 1, "init": "no-such-job"}
+    job_id = _submit(factory, spec)
+    assert run_job(job_id, factory=factory, settings=settings) == "failed"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.error_type == "invalid_data"
+        assert "no-such-job" in (job.error_message or "")
+
+
+def test_init_starts_from_an_earlier_jobs_final_weights(factory: SessionFactory,
+                                                        settings: Settings) -> None:
+    first = _submit(factory, SPEC)
+    run_job(first, factory=factory, settings=settings)
+    second = _submit(factory, {**SPEC, "epochs": 1, "init": first})
+    assert run_job(second, factory=factory, settings=settings) == "succeeded"
+    with session_scope(factory) as session:
+        start = session.get(Checkpoint, (second, 0))
+        final = get_weights(session, job_id=first, kind="final")
+        assert start is not None and final is not None
+        np.testing.assert_array_equal(model_from_state(start.state).params,
+                                      Model.from_npz(final.data).params)

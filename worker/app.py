@@ -1,0 +1,37 @@
+"""The Celery app, configured from the shared settings; tasks live in ``worker.tasks``.
+
+``celery -A worker.app worker`` starts a worker process; ``shardtrain serve`` runs one in a
+thread of its own process on the in-process broker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from db.settings import Settings, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("shardtrain", include=["worker.tasks"])
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        # JSON only: a pickled message on the broker is refused, never executed.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A job is acknowledged only when it has finished, and handed back if the worker dies,
+        # so a crash costs at most the steps since the last checkpoint.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Above the longest job: otherwise Redis hands a running job to a second worker.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())

@@ -1,0 +1,181 @@
+"""Running one job on the core, with everything it produces written to the database.
+
+At-least-once execution made idempotent: a job redelivered after a crash resumes from its
+latest checkpoint, and the metrics it replays overwrite the same (job, step) rows. Writes are
+batched (SPEC section 10): metrics and progress every ``metrics_flush_steps`` steps or
+``metrics_flush_s`` seconds, checkpoints every ``checkpoint_interval_s`` seconds, so the hot
+loop makes no SQL round trip per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from core.data import InvalidDataError
+from core.spec import SpecError
+from core.training import DivergedError, StepEvent, Trainer
+from db.engine import SessionFactory, get_session_factory, session_scope
+from db.models import Job
+from db.queries.checkpoints import (
+    latest_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    save_weights,
+)
+from db.queries.metrics import MetricRow, upsert_metrics
+from db.settings import Settings, get_settings
+from worker.loading import load_input
+
+log = logging.getLogger(__name__)
+
+# Checkpoints kept besides step 0 (the initial weights): the latest to resume from, and the one
+# before it in case the latest was being written when the worker died.
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass
+class Progress:
+    """What the loop has produced since the last write."""
+
+    pending: list[MetricRow] = field(default_factory=list)
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    best_weights: bytes | None = None  # set when a better epoch has not been written yet
+    rows: int = 0
+
+
+def run_job(job_id: str, *, factory: SessionFactory | None = None,
+            settings: Settings | None = None) -> str:
+    """Train job ``job_id`` to its end (or cancellation); return its final status."""
+    factory = factory or get_session_factory()
+    settings = settings or get_settings()
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.warning("job %s does not exist; dropping the message", job_id)
+            return "missing"
+        if job.is_finished:
+            return job.status  # a redelivered message for a job that has already ended
+        if job.cancel_requested:
+            job.mark_cancelled()
+            return job.status
+        job.mark_running(workers=1)
+        try:
+            data = load_input(session, job)
+            trainer = Trainer(data.spec, data.X, data.y, init=data.init, submitted=data.submitted)
+        except (InvalidDataError, SpecError, ValueError) as exc:
+            job.mark_failed("invalid_data", str(exc))
+            return job.status
+        progress = Progress(best_val_loss=job.best_val_loss, best_step=job.best_step)
+        checkpoint = latest_checkpoint(session, job_id=job_id)
+        if checkpoint is None:
+            save_checkpoint(session, job_id=job_id, step=0, state=trainer.state_bytes())
+        else:
+            trainer.restore(checkpoint.state)
+    return _train(job_id, trainer, progress, factory, settings)
+
+
+def _train(job_id: str, trainer: Trainer, progress: Progress, factory: SessionFactory,
+           settings: Settings) -> str:
+    start = last_flush = last_checkpoint = time.monotonic()
+    event: StepEvent | None = None
+    try:
+        for event in trainer.steps():
+            _record(progress, trainer, event)
+            now = time.monotonic()
+            if (len(progress.pending) >= settings.metrics_flush_steps
+                    or now - last_flush >= settings.metrics_flush_s):
+                state = None
+                if now - last_checkpoint >= settings.checkpoint_interval_s:
+                    state, last_checkpoint = trainer.state_bytes(), now
+                if _flush(factory, job_id, trainer, progress, event, state, now - start):
+                    return "cancelled"
+                last_flush = now
+    except DivergedError as exc:
+        # The parameters are those of the last finite step: keep them as a checkpoint.
+        with session_scope(factory) as session:
+            _write(session, job_id, trainer, progress, event, time.monotonic() - start)
+            save_checkpoint(session, job_id=job_id, step=trainer.step, state=trainer.state_bytes())
+            _job(session, job_id).mark_failed("diverged", str(exc))
+        return "failed"
+    except Exception as exc:
+        if isinstance(exc, OperationalError):
+            raise  # the task retries and resumes from the last checkpoint
+        log.exception("job %s failed", job_id)
+        with session_scope(factory) as session:
+            _job(session, job_id).mark_failed("internal", f"{type(exc).__name__}: {exc}")
+        return "failed"
+    return _finish(factory, job_id, trainer, progress, event, time.monotonic() - start)
+
+
+def _record(progress: Progress, trainer: Trainer, event: StepEvent) -> None:
+    progress.pending.append(
+        (event.step, event.epoch, event.train_loss, event.val_loss, event.val_accuracy))
+    progress.rows += event.rows
+    if event.val_loss is not None and (progress.best_val_loss is None
+                                       or event.val_loss < progress.best_val_loss):
+        progress.best_val_loss, progress.best_step = event.val_loss, event.step
+        progress.best_weights = trainer.model().to_npz()
+
+
+def _flush(factory: SessionFactory, job_id: str, trainer: Trainer, progress: Progress,
+           event: StepEvent, state: bytes | None, seconds: float) -> bool:
+    """Write what is pending; True when the job was cancelled (and is now marked so)."""
+    with session_scope(factory) as session:
+        job = _write(session, job_id, trainer, progress, event, seconds)
+        if job.cancel_requested:
+            save_checkpoint(session, job_id=job_id, step=trainer.step, state=trainer.state_bytes())
+            job.mark_cancelled()
+            return True
+        if state is not None:
+            save_checkpoint(session, job_id=job_id, step=trainer.step, state=state)
+            prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
+    return False
+
+
+def _write(session: Session, job_id: str, trainer: Trainer, progress: Progress,
+           event: StepEvent | None, seconds: float) -> Job:
+    upsert_metrics(session, job_id=job_id, rows=progress.pending)
+    progress.pending = []
+    if progress.best_weights is not None and progress.best_step is not None:
+        save_weights(session, job_id=job_id, kind="best", step=progress.best_step,
+                     data=progress.best_weights)
+        progress.best_weights = None
+    job = _job(session, job_id)
+    if event is not None:
+        job.mark_progress(event.epoch, event.step)
+    job.best_val_loss, job.best_step = progress.best_val_loss, progress.best_step
+    job.samples_per_s = progress.rows / seconds if seconds > 0 else None
+    return job
+
+
+def _finish(factory: SessionFactory, job_id: str, trainer: Trainer, progress: Progress,
+            event: StepEvent | None, seconds: float) -> str:
+    model = trainer.model().to_npz()
+    with session_scope(factory) as session:
+        job = _write(session, job_id, trainer, progress, event, seconds)
+        save_weights(session, job_id=job_id, kind="final", step=trainer.step, data=model)
+        if job.best_step is None:  # no validation rows: the final weights are the best known
+            save_weights(session, job_id=job_id, kind="best", step=trainer.step, data=model)
+        save_checkpoint(session, job_id=job_id, step=trainer.step, state=trainer.state_bytes())
+        prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
+        last = event
+        job.mark_succeeded(
+            final_train_loss=last.epoch_train_loss if last else None,
+            final_val_loss=last.val_loss if last else None,
+            final_val_accuracy=last.val_accuracy if last else None,
+            best_val_loss=job.best_val_loss, best_step=job.best_step,
+            samples_per_s=job.samples_per_s, seconds=seconds)
+        return job.status
+
+
+def _job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise RuntimeError(f"job {job_id} vanished while running")
+    return job
