@@ -1,7 +1,8 @@
 """Training a whole job in one process: the reference the distributed service reproduces.
 
 One step: every shard computes its gradient on its share of the global batch (``ShardSet``), the
-gradients are summed in shard order, L2 decay is added and the optimizer steps. With
+gradients are summed in a fixed tree order over shards (``core.reduce``), L2 decay is added and
+the optimizer steps. With
 ``sync_every = K > 1`` each shard instead steps its own replica K times and the replicas are
 averaged, weighted by the rows each drew (local SGD: K times fewer synchronisations, at the
 price of an approximation of the exact averaged gradient).
@@ -20,6 +21,7 @@ from core.job import JobData, ShardSet
 from core.model import Model
 from core.npz import from_npz, to_npz
 from core.optimizers import Optimizer, make_optimizer
+from core.reduce import spare_buffers, tree_sum
 from core.spec import TrainSpec
 
 
@@ -81,11 +83,13 @@ class Trainer:
         if sorted(shard for group in groups for shard in group) != list(range(spec.shards)):
             raise ValueError(f"groups must hold every shard 0..{spec.shards - 1} exactly once")
         owner = {shard: ShardSet(job, group) for group in groups for shard in group}
-        # Shard order, not group order, fixes the order of the reduction.
+        # The shard count alone, not the grouping, fixes the order of the reduction.
         self._owners = [owner[shard] for shard in range(spec.shards)]
         self._decay = net.weight_mask() * spec.l2 if spec.l2 > 0 else None
         self._grad = net.empty()
         self._scratch = net.empty()
+        self._spare = spare_buffers(spec.shards, self._grad)
+        self._losses = [0.0] * spec.shards
         self._epoch_loss = 0.0
         self._epoch_rows = 0
         # Exact averaging keeps one optimizer; local SGD one replica and optimizer per shard.
@@ -111,17 +115,18 @@ class Trainer:
             grad += np.multiply(params, self._decay, out=self._scratch)
 
     def _exact_step(self, step: int, rows: int) -> float:
-        loss, grad, scale = 0.0, self._grad, 1.0 / rows
-        for shard, owner in enumerate(self._owners):
-            # The first shard writes the sum in place; later ones are added in shard order.
-            target = grad if shard == 0 else self._scratch
-            loss += owner.gradient(shard, step, self.params, target, scale)[0]
-            if shard > 0:
-                grad += target
+        losses = self._losses
+        scale = 1.0 / rows
+
+        def leaf(shard: int, out: np.ndarray) -> None:
+            losses[shard] = self._owners[shard].gradient(shard, step, self.params, out, scale)[0]
+
+        tree_sum(0, self.spec.shards, leaf, self._grad, self._spare)
+        loss = sum(losses)
         if not math.isfinite(loss):
             raise DivergedError(step + 1)
-        self._decayed(grad, self.params)
-        self.optimizers[0].step(self.params, grad)
+        self._decayed(self._grad, self.params)
+        self.optimizers[0].step(self.params, self._grad)
         return loss
 
     def _local_step(self, step: int, rows: int, sync: bool) -> float:
@@ -143,11 +148,13 @@ class Trainer:
         return loss
 
     def _average_replicas(self) -> None:
-        """Row-weighted mean of the replicas, summed in shard order, copied back to each."""
+        """Row-weighted mean of the replicas, summed in the fixed tree order, copied back."""
         weights = self._rows_since_sync / self._rows_since_sync.sum()
-        self.params.fill(0.0)
-        for replica, weight in zip(self.replicas, weights, strict=True):
-            self.params += np.multiply(replica, weight, out=self._scratch)
+
+        def leaf(shard: int, out: np.ndarray) -> None:
+            np.multiply(self.replicas[shard], weights[shard], out=out)
+
+        tree_sum(0, self.spec.shards, leaf, self.params, self._spare)
         for replica in self.replicas:
             replica[...] = self.params
         self._rows_since_sync[:] = 0
