@@ -1,0 +1,1 @@
+"""Persistence shared by the API and the workers: settings, models, engine, queries."""

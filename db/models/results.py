@@ -1,0 +1,51 @@
+"""What a running job produces: its loss history, checkpoints and weights."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base, utc_now
+
+WeightsKind = Literal["final", "best"]
+
+
+class Metric(Base):
+    """The losses recorded at one step; validation values only at epoch ends."""
+
+    __tablename__ = "metrics"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[int]
+    # Nullable: a diverged step (NaN or infinite loss) is recorded without a value.
+    train_loss: Mapped[float | None]
+    val_loss: Mapped[float | None]
+    val_accuracy: Mapped[float | None]
+
+
+class Checkpoint(Base):
+    """The opaque training state (weights and optimizer) after ``step``; step 0 is the start."""
+
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Weights(Base):
+    """A job's final or best weights as an ``.npz`` of ``W1, b1, W2, b2, ...``."""
+
+    __tablename__ = "weights"
+    __table_args__ = (CheckConstraint("kind IN ('final', 'best')", name="kind"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[WeightsKind] = mapped_column(String(8), primary_key=True)
+    step: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

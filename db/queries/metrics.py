@@ -1,0 +1,114 @@
+"""A job's loss history: batched idempotent writes, columnar reads, and downsampling."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import TypedDict
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.base import finite_or_none
+from db.models import Metric
+from db.queries.dml import insert_for
+
+MetricRow = tuple[int, int, float | None, float | None, float | None]
+"""``(step, epoch, train_loss, val_loss, val_accuracy)``."""
+
+
+class MetricColumns(TypedDict):
+    """The history as parallel lists, one entry per recorded step, ordered by step."""
+
+    step: list[int]
+    epoch: list[int]
+    train_loss: list[float | None]
+    val_loss: list[float | None]
+    val_accuracy: list[float | None]
+
+
+def upsert_metrics(session: Session, *, job_id: str, rows: Sequence[MetricRow]) -> None:
+    """Write ``rows`` in one batched statement; a step written before takes the new values.
+
+    So a leader that replays steps after a crash neither duplicates nor loses one. Non-finite
+    values are stored as None (see ``finite_or_none``).
+    """
+    if not rows:
+        return
+    insert = insert_for(session, Metric)
+    statement = insert.on_conflict_do_update(
+        index_elements=[Metric.job_id, Metric.step],
+        set_={
+            "epoch": insert.excluded.epoch,
+            "train_loss": insert.excluded.train_loss,
+            "val_loss": insert.excluded.val_loss,
+            "val_accuracy": insert.excluded.val_accuracy,
+        },
+    )
+    parameters = [
+        {
+            "job_id": job_id,
+            "step": step,
+            "epoch": epoch,
+            "train_loss": finite_or_none(train_loss),
+            "val_loss": finite_or_none(val_loss),
+            "val_accuracy": finite_or_none(val_accuracy),
+        }
+        for step, epoch, train_loss, val_loss, val_accuracy in rows
+    ]
+    # One statement with a list of parameter sets, which the driver batches (executemany) and
+    # which no backend limit on bound parameters constrains. render_nulls: the ORM would
+    # otherwise leave out None values and split the batch wherever the set of keys changes.
+    session.execute(statement, parameters, execution_options={"render_nulls": True})
+
+
+def read_metrics(session: Session, *, job_id: str, since_step: int | None = None) -> MetricColumns:
+    """The job's history, or only the steps after ``since_step`` for incremental polling."""
+    statement = select(
+        Metric.step, Metric.epoch, Metric.train_loss, Metric.val_loss, Metric.val_accuracy
+    ).where(Metric.job_id == job_id)
+    if since_step is not None:
+        statement = statement.where(Metric.step > since_step)
+    columns = MetricColumns(step=[], epoch=[], train_loss=[], val_loss=[], val_accuracy=[])
+    for step, epoch, train_loss, val_loss, val_accuracy in session.execute(
+        statement.order_by(Metric.step)
+    ):
+        columns["step"].append(step)
+        columns["epoch"].append(epoch)
+        columns["train_loss"].append(train_loss)
+        columns["val_loss"].append(val_loss)
+        columns["val_accuracy"].append(val_accuracy)
+    return columns
+
+
+def downsample(columns: MetricColumns, max_points: int) -> MetricColumns:
+    """At most ``max_points`` entries of ``columns`` that keep the curve's shape.
+
+    The first and last entries are always kept; the ones between are cut into equal buckets
+    and each bucket keeps its lowest and highest ``train_loss`` (a spike or a dip survives,
+    unlike with every-k-th sampling). Entries stay in step order.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    n = len(columns["step"])
+    if n <= max_points:
+        return columns
+    # None (a diverged step) becomes NaN, which the bucket extremes skip.
+    loss = np.array(columns["train_loss"], dtype=np.float64)
+    n_buckets = (max_points - 2) // 2
+    edges = np.linspace(1, n - 1, n_buckets + 1).astype(np.int64).tolist()
+    keep = {0, n - 1}
+    for start, stop in itertools.pairwise(edges):
+        bucket = loss[start:stop]
+        if stop > start and not np.isnan(bucket).all():
+            keep.add(int(start + np.nanargmin(bucket)))
+            keep.add(int(start + np.nanargmax(bucket)))
+    indices = sorted(keep)
+    return MetricColumns(
+        step=[columns["step"][i] for i in indices],
+        epoch=[columns["epoch"][i] for i in indices],
+        train_loss=[columns["train_loss"][i] for i in indices],
+        val_loss=[columns["val_loss"][i] for i in indices],
+        val_accuracy=[columns["val_accuracy"][i] for i in indices],
+    )

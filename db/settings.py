@@ -1,0 +1,87 @@
+"""The one configuration object that the API, the workers and the migrations share.
+
+Every field reads ``SHARDTRAIN_<NAME>`` from the environment. With nothing set, the settings
+describe the embedded default: a SQLite file under ``~/.shardtrain``, the in-process broker
+and data plane, and a server bound to the loopback interface.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def _default_database_url(data: dict[str, Any]) -> str:
+    return f"sqlite:///{data['data_dir'] / 'shardtrain.sqlite3'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHARDTRAIN_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    data_dir: Path = Field(default=Path("~/.shardtrain"), validate_default=True)
+    # Declared after data_dir: the factory receives the already validated data_dir.
+    database_url: str = Field(default_factory=_default_database_url)
+    broker_url: str = "memory://"
+    result_backend: str | None = None
+    redis_url: str | None = None
+    """Data plane for gradient exchange; None runs it in-process (embedded mode only)."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    environment: Literal["development", "production"] = "development"
+
+    max_body_bytes: int = Field(default=64 * MiB, gt=0)
+    max_rows: int = Field(default=1_000_000, gt=0)
+    max_features: int = Field(default=10_000, gt=0)
+    max_params: int = Field(default=10_000_000, gt=0)
+    max_epochs: int = Field(default=10_000, gt=0)
+    max_compute: int = Field(default=1_000_000_000, gt=0)
+    """Budget of one job in row-epochs: training rows times epochs."""
+    max_queued_jobs_per_tenant: int = Field(default=100, gt=0)
+
+    checkpoint_interval_s: float = Field(default=30.0, gt=0)
+    metrics_flush_steps: int = Field(default=50, gt=0)
+    metrics_flush_s: float = Field(default=1.0, gt=0)
+    visibility_timeout_s: int = Field(default=3600, gt=0)
+    stall_timeout_s: float = Field(default=600.0, gt=0)
+    log_json: bool = False
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _refuse_embedded_parts_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        # Each of these works only inside one process, so a production deployment with several
+        # API and worker processes would silently lose jobs or data.
+        problems = []
+        if self.database_url.startswith("sqlite"):
+            problems.append("SHARDTRAIN_DATABASE_URL is SQLite; use PostgreSQL")
+        if self.is_embedded:
+            problems.append("SHARDTRAIN_BROKER_URL is the in-process memory:// broker; use Redis")
+        if self.redis_url is None:
+            problems.append("SHARDTRAIN_REDIS_URL is unset, which means the in-process data plane")
+        if problems:
+            raise ValueError("unsafe settings for production: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the broker runs in this process, so the workers must too."""
+        return self.broker_url.startswith("memory://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()

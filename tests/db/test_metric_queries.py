@@ -1,0 +1,119 @@
+"""The loss history: idempotent batched writes, incremental reads, and downsampling."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.orm import Session
+
+from db.models import Job, Metric
+from db.queries.metrics import MetricColumns, downsample, read_metrics, upsert_metrics
+
+
+def test_a_replayed_batch_neither_duplicates_nor_loses_a_step(
+    session: Session, add_job: Callable[..., Job]
+) -> None:
+    job = add_job()
+    first = [(s, 0, 1.0 / (s + 1), None, None) for s in range(10)]
+    upsert_metrics(session, job_id=job.id, rows=first)
+    # A leader that crashed after step 9 resumes from the checkpoint at step 5 and replays.
+    replay = [(s, 1, 100.0 + s, 0.5, 0.75) for s in range(5, 15)]
+    upsert_metrics(session, job_id=job.id, rows=replay)
+
+    history = read_metrics(session, job_id=job.id)
+    assert history["step"] == list(range(15))
+    assert history["train_loss"][:5] == [1.0 / (s + 1) for s in range(5)]
+    assert history["train_loss"][5:] == [100.0 + s for s in range(5, 15)]
+    assert history["epoch"] == [0] * 5 + [1] * 10
+    assert history["val_loss"] == [None] * 5 + [0.5] * 10
+    assert history["val_accuracy"] == [None] * 5 + [0.75] * 10
+    count = select(func.count()).select_from(Metric).where(Metric.job_id == job.id)
+    assert session.execute(count).scalar_one() == 15
+
+
+def test_a_batch_is_one_statement_even_with_validation_values_on_some_rows(
+    session: Session, add_job: Callable[..., Job], engine: Engine
+) -> None:
+    job = add_job()
+    rows = [(s, 0, 1.0, 0.5 if s % 10 == 9 else None, None) for s in range(50)]
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        upsert_metrics(session, job_id=job.id, rows=rows)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 1 and "INSERT INTO metrics" in statements[0]
+    assert read_metrics(session, job_id=job.id)["val_loss"][9] == 0.5
+
+
+def test_non_finite_losses_are_stored_as_null(
+    session: Session, add_job: Callable[..., Job]
+) -> None:
+    job = add_job()
+    upsert_metrics(
+        session,
+        job_id=job.id,
+        rows=[(1, 0, math.nan, math.inf, 0.5), (2, 0, -math.inf, None, math.nan)],
+    )
+    history = read_metrics(session, job_id=job.id)
+    assert history["train_loss"] == [None, None]
+    assert history["val_loss"] == [None, None]
+    assert history["val_accuracy"] == [0.5, None]
+
+
+def test_read_since_step_returns_only_later_steps_of_that_job(
+    session: Session, add_job: Callable[..., Job]
+) -> None:
+    job, other = add_job(), add_job()
+    upsert_metrics(session, job_id=job.id, rows=[(s, 0, float(s), None, None) for s in range(6)])
+    upsert_metrics(session, job_id=other.id, rows=[(7, 0, 7.0, None, None)])
+    upsert_metrics(session, job_id=job.id, rows=[])
+    assert read_metrics(session, job_id=job.id, since_step=3)["step"] == [4, 5]
+    assert read_metrics(session, job_id=job.id, since_step=5)["step"] == []
+    assert read_metrics(session, job_id=job.id)["step"] == list(range(6))
+
+
+def columns(train_loss: list[float | None]) -> MetricColumns:
+    n = len(train_loss)
+    return MetricColumns(
+        step=list(range(n)),
+        epoch=[step // 100 for step in range(n)],
+        train_loss=train_loss,
+        val_loss=[None] * n,
+        val_accuracy=[None] * n,
+    )
+
+
+def test_downsample_keeps_first_last_and_extremes() -> None:
+    loss: list[float | None] = [1.0 / (1 + s) for s in range(1000)]
+    loss[400] = 50.0  # a spike
+    loss[700] = -1.0  # a dip
+    loss[300] = None  # a diverged step
+    kept = downsample(columns(loss), 40)
+
+    assert len(kept["step"]) <= 40
+    assert kept["step"][0] == 0 and kept["step"][-1] == 999
+    assert 400 in kept["step"] and 700 in kept["step"]
+    assert kept["step"] == sorted(kept["step"])
+    assert all(kept["train_loss"][i] == loss[step] for i, step in enumerate(kept["step"]))
+    for name in ("epoch", "train_loss", "val_loss", "val_accuracy"):
+        assert len(kept[name]) == len(kept["step"]), name  # type: ignore[literal-required]
+
+
+def test_downsample_leaves_short_histories_alone() -> None:
+    history = columns([3.0, 2.0, 1.0])
+    assert downsample(history, 3) == history
+    assert downsample(history, 2)["step"] == [0, 2]
+
+
+def test_downsample_needs_room_for_first_and_last() -> None:
+    with pytest.raises(ValueError, match="max_points"):
+        downsample(columns([1.0, 2.0, 3.0]), 1)
