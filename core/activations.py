@@ -71,12 +71,21 @@ def linear_grad(a: np.ndarray, delta: np.ndarray, tmp: np.ndarray, mask: np.ndar
     return None
 
 
-def softmax(z: np.ndarray, row: np.ndarray) -> None:
-    """Row-wise softmax of ``z`` (n, k) in place; ``row`` is scratch of shape (n, 1)."""
-    np.max(z, axis=1, keepdims=True, out=row)
+def softmax(z: np.ndarray, row: np.ndarray, ones: np.ndarray, index: np.ndarray,
+            row_start: np.ndarray) -> None:
+    """Row-wise softmax of ``z`` (n, k) in place. Scratch: ``row`` (n, 1) of z's dtype,
+    ``ones`` (k,) of ones, ``index`` (n,) of intp, ``row_start`` (n,) = ``arange(n) * k``.
+
+    numpy reduces along a short last axis slowly (a max over 10 columns costs as much as the
+    exp of the whole batch), so the row maxima come from ``argmax`` and a gather, and the row
+    sums from a matrix-vector product.
+    """
+    np.argmax(z, axis=1, out=index)
+    index += row_start
+    np.take(z.reshape(-1), index, out=row[:, 0], mode="clip")
     z -= row
     np.exp(z, out=z)
-    np.sum(z, axis=1, keepdims=True, out=row)
+    np.matmul(z, ones, out=row[:, 0])
     z /= row
 
 

@@ -28,6 +28,11 @@ class Workspace:
         self.masks = [np.empty((capacity, n), dtype=bool) for n in net.sizes]
         self.targets = np.empty((capacity, net.sizes[-1]), dtype=dtype)
         self.row = np.empty((capacity, 1), dtype=dtype)
+        # Column and row sums as matrix-vector products: BLAS beats numpy's axis reductions
+        # on these short axes several times over.
+        self.ones = np.ones(max(capacity, *net.sizes), dtype=dtype)
+        self.index = np.empty(capacity, dtype=np.intp)
+        self.row_start = np.arange(capacity, dtype=np.intp) * net.sizes[-1]
         self._hidden = ACTIVATIONS[net.activation]
         self._hidden_grad = DERIVATIVES[net.activation]
         self._loss = LOSS_VALUES[net.loss]
@@ -48,7 +53,8 @@ class Workspace:
             if i < last:
                 self._hidden(z, self.tmps[i + 1][:rows])
             elif self.net.output == "softmax":
-                softmax(z, self.row[:rows])
+                softmax(z, self.row[:rows], self.ones[:z.shape[1]], self.index[:rows],
+                        self.row_start[:rows])
             elif self.net.output == "sigmoid":
                 sigmoid(z, self.tmps[i + 1][:rows])
         return self.acts[-1][:rows]
@@ -82,7 +88,7 @@ class Workspace:
             delta *= scale
         for i in range(top - 1, -1, -1):
             np.matmul(self.acts[i][:rows].T, delta, out=grad_w[i])
-            np.sum(delta, axis=0, out=grad_b[i])
+            np.matmul(self.ones[:rows], delta, out=grad_b[i])
             if i == 0:
                 break  # the input's own gradient is never needed
             below = self.deltas[i][:rows]
