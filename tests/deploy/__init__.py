@@ -1,0 +1,1 @@
+"""Deployment files: docker-compose.yml, the Dockerfile and the commands they run."""
