@@ -10,12 +10,21 @@ the same tree from the nodes it receives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 import numpy as np
 
 Node = tuple[int, int]
 Leaf = Callable[[int, np.ndarray], None]  # writes shard i's vector into the given buffer
+
+
+class Nodes(Protocol):
+    """Tree nodes summed elsewhere: a plain dict, or a source that waits for other ranks."""
+
+    def __contains__(self, node: object) -> bool: ...
+
+    def __getitem__(self, node: Node) -> np.ndarray: ...
 
 
 def spare_buffers(shards: int, like: np.ndarray) -> list[np.ndarray]:
@@ -24,7 +33,7 @@ def spare_buffers(shards: int, like: np.ndarray) -> list[np.ndarray]:
 
 
 def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarray],
-             known: Mapping[Node, np.ndarray] | None = None) -> None:
+             known: Nodes | None = None) -> None:
     """``out`` = the sum of leaves ``lo..hi-1`` in the fixed tree order.
 
     Nodes in ``known`` (sums computed elsewhere, in the same order) are used as they are.

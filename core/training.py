@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -21,8 +22,27 @@ from core.job import JobData, ShardSet
 from core.model import Model
 from core.npz import from_npz, to_npz
 from core.optimizers import Optimizer, make_optimizer
-from core.reduce import spare_buffers, tree_sum
+from core.reduce import Nodes, spare_buffers, tree_sum
 from core.spec import TrainSpec
+
+
+class RemoteShards(Nodes, Protocol):
+    """The shards other ranks compute (SPEC section 5): the leader's side of the exchange.
+
+    ``begin`` hands the step's parameters to the other ranks; the tree sum then takes their
+    partial sums as known nodes (``__getitem__`` waits for them); ``losses`` gives each remote
+    shard's summed loss for the step. A rank that stops answering raises ``RankLost`` from
+    ``__getitem__``, after which the exchange no longer claims its nodes and the step is
+    recomputed with those shards computed here.
+    """
+
+    def begin(self, step: int, params: np.ndarray) -> None: ...
+
+    def losses(self) -> dict[int, float]: ...
+
+
+class RankLost(Exception):
+    """A rank stopped answering; its shards are now computed by the leader."""
 
 
 class DivergedError(RuntimeError):
@@ -66,12 +86,14 @@ class Trainer:
                  init: Mapping[str, np.ndarray] | None = None,
                  groups: Sequence[Sequence[int]] | None = None,
                  local_sgd: bool | None = None,
-                 submitted: Mapping[str, object] | None = None) -> None:
+                 submitted: Mapping[str, object] | None = None,
+                 remote: RemoteShards | None = None) -> None:
         """``groups`` splits the shards over separate ``ShardSet``s, as ranks on different
         workers hold them; by SPEC section 4.3 the grouping never changes the result.
         ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
         exact averaging up to rounding (default: local SGD exactly when sync_every > 1).
-        ``submitted`` is the whole job spec as the user gave it, kept with the weights."""
+        ``submitted`` is the whole job spec as the user gave it, kept with the weights.
+        ``remote`` lets other ranks compute some shards (exact averaging only)."""
         self.spec = spec
         self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
         self.job = job = JobData.prepare(spec, X, y)
@@ -79,6 +101,7 @@ class Trainer:
         self.params = (net.from_arrays(init) if init is not None
                        else net.init_params(spec.seed, spec.model.init_scheme))
         self.step = 0
+        self.remote = remote
         groups = groups if groups is not None else [range(spec.shards)]
         if sorted(shard for group in groups for shard in group) != list(range(spec.shards)):
             raise ValueError(f"groups must hold every shard 0..{spec.shards - 1} exactly once")
@@ -94,6 +117,8 @@ class Trainer:
         self._epoch_rows = 0
         # Exact averaging keeps one optimizer; local SGD one replica and optimizer per shard.
         self.local = spec.sync_every > 1 if local_sgd is None else local_sgd
+        if self.local and remote is not None:
+            raise ValueError("local SGD keeps a replica per shard: it runs on one rank")
         n_opt = spec.shards if self.local else 1
         self.optimizers: list[Optimizer] = [
             make_optimizer(spec.optimizer, net.n_params, net.dtype) for _ in range(n_opt)]
@@ -121,7 +146,17 @@ class Trainer:
         def leaf(shard: int, out: np.ndarray) -> None:
             losses[shard] = self._owners[shard].gradient(shard, step, self.params, out, scale)[0]
 
-        tree_sum(0, self.spec.shards, leaf, self._grad, self._spare)
+        while True:
+            if self.remote is not None:
+                self.remote.begin(step, self.params)
+            try:
+                tree_sum(0, self.spec.shards, leaf, self._grad, self._spare, self.remote)
+                break
+            except RankLost:
+                continue  # the lost rank's shards fall to this process: sum the step again
+        if self.remote is not None:
+            for shard, value in self.remote.losses().items():
+                losses[shard] = value
         loss = sum(losses)
         if not math.isfinite(loss):
             raise DivergedError(step + 1)

@@ -1,0 +1,80 @@
+"""The data plane: mailboxes of raw bytes between the ranks of a job.
+
+A rank receives from its own mailbox and sends into another's; a payload is a small binary
+header and numpy buffers as they lie in memory (never JSON lists of floats, never pickle).
+Redis lists in deployment (RPUSH / BLPOP); the same operations in memory for the embedded
+default, where the ranks are threads of one process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from typing import Protocol
+
+import redis
+
+# Mailboxes expire on their own, so a job whose leader vanished leaves nothing behind for long.
+MAILBOX_TTL_S = 3600
+
+
+class DataPlane(Protocol):
+    def send(self, mailbox: str, payload: bytes) -> None: ...
+
+    def receive(self, mailbox: str, timeout: float) -> bytes | None:
+        """The oldest payload in ``mailbox``, waiting up to ``timeout`` s; None if none came."""
+        ...
+
+    def drop(self, *mailboxes: str) -> None: ...
+
+
+class MemoryDataPlane:
+    def __init__(self) -> None:
+        self._boxes: defaultdict[str, deque[bytes]] = defaultdict(deque)
+        self._changed = threading.Condition()
+
+    def send(self, mailbox: str, payload: bytes) -> None:
+        with self._changed:
+            self._boxes[mailbox].append(payload)
+            self._changed.notify_all()
+
+    def receive(self, mailbox: str, timeout: float) -> bytes | None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._boxes[mailbox], timeout):
+                return None
+            return self._boxes[mailbox].popleft()
+
+    def drop(self, *mailboxes: str) -> None:
+        with self._changed:
+            for mailbox in mailboxes:
+                self._boxes.pop(mailbox, None)
+
+
+class RedisDataPlane:
+    def __init__(self, url: str) -> None:
+        # hiredis (a dependency) parses multi-megabyte replies several times faster than the
+        # pure-Python parser; redis-py picks it up by itself.
+        self._redis = redis.Redis.from_url(url, socket_keepalive=True)
+
+    def send(self, mailbox: str, payload: bytes) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.rpush(mailbox, payload)
+        pipe.expire(mailbox, MAILBOX_TTL_S)
+        pipe.execute()
+
+    def receive(self, mailbox: str, timeout: float) -> bytes | None:
+        # BLPOP takes whole seconds on old servers and fractions on Redis >= 6.
+        reply = self._redis.blpop([mailbox], timeout=max(timeout, 0.01))
+        return None if reply is None else bytes(reply[1])
+
+    def drop(self, *mailboxes: str) -> None:
+        if mailboxes:
+            self._redis.delete(*mailboxes)
+
+
+_memory = MemoryDataPlane()
+
+
+def data_plane(redis_url: str | None) -> DataPlane:
+    """Redis at ``redis_url``, or this process's in-memory plane when there is none."""
+    return RedisDataPlane(redis_url) if redis_url else _memory
