@@ -65,7 +65,7 @@ class RedisDataPlane:
     def receive(self, mailbox: str, timeout: float) -> bytes | None:
         # BLPOP takes whole seconds on old servers and fractions on Redis >= 6.
         reply = self._redis.blpop([mailbox], timeout=max(timeout, 0.01))
-        return None if reply is None else bytes(reply[1])
+        return None if reply is None else bytes(reply[1])  # type: ignore[arg-type]
 
     def drop(self, *mailboxes: str) -> None:
         if mailboxes:

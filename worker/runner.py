@@ -29,6 +29,7 @@ from db.queries.checkpoints import (
 )
 from db.queries.metrics import MetricRow, upsert_metrics
 from db.settings import Settings, get_settings
+from worker.leading import RankLauncher, start_ranks
 from worker.loading import load_input
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ class Progress:
 
 
 def run_job(job_id: str, *, factory: SessionFactory | None = None,
-            settings: Settings | None = None) -> str:
-    """Train job ``job_id`` to its end (or cancellation); return its final status."""
+            settings: Settings | None = None, launch: RankLauncher | None = None) -> str:
+    """Train job ``job_id`` to its end (or cancellation), as its leader; return its final
+    status. ``launch`` starts a rank task (default: by name, through the broker)."""
     factory = factory or get_session_factory()
     settings = settings or get_settings()
     with session_scope(factory) as session:
@@ -65,6 +67,7 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             job.mark_cancelled()
             return job.status
         job.mark_running(workers=1)
+        attempt, cap = job.attempt, job.spec.get("max_workers", "auto")
         try:
             data = load_input(session, job)
             trainer = Trainer(data.spec, data.X, data.y, init=data.init, submitted=data.submitted)
@@ -77,7 +80,15 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             save_checkpoint(session, job_id=job_id, step=0, state=trainer.state_bytes())
         else:
             trainer.restore(checkpoint.state)
-    return _train(job_id, trainer, progress, factory, settings)
+    remote = start_ranks(job_id, attempt, trainer, cap, settings, launch)
+    if remote is not None:
+        with session_scope(factory) as session:
+            _job(session, job_id).workers = remote.ranks
+    try:
+        return _train(job_id, trainer, progress, factory, settings)
+    finally:
+        if remote is not None:
+            remote.close()
 
 
 def _train(job_id: str, trainer: Trainer, progress: Progress, factory: SessionFactory,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy.exc import OperationalError
 
 from worker.app import celery_app
+from worker.leading import TRAIN_RANK
+from worker.rank_runner import run_rank
 from worker.runner import run_job
 
 TRAIN_JOB = "shardtrain.train_job"
@@ -17,3 +19,10 @@ TRAIN_JOB = "shardtrain.train_job"
                  retry_backoff_max=60, max_retries=20)
 def train_job(job_id: str) -> str:
     return run_job(job_id)
+
+
+# A rank is acknowledged on receipt and never retried: if its worker dies, the leader drops it
+# and computes its shards, so a redelivered rank would find no place in the plan.
+@celery_app.task(name=TRAIN_RANK, acks_late=False, ignore_result=True)
+def train_rank(job_id: str, attempt: int, rank: int) -> str:
+    return run_rank(job_id, attempt, rank)

@@ -1,0 +1,62 @@
+"""A leader's start: how many ranks, their tasks, and the exchange with those that joined."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from core.training import Trainer
+from db.settings import Settings
+from worker.dataplane import data_plane
+from worker.planning import choose_ranks, free_worker_slots
+from worker.ranks import Mailboxes, RemoteRanks, gather_ranks
+
+log = logging.getLogger(__name__)
+
+TRAIN_RANK = "shardtrain.train_rank"
+
+RankLauncher = Callable[[str, int, int], None]  # (job id, attempt, rank)
+
+
+def launch_by_name(job_id: str, attempt: int, rank: int) -> None:
+    from worker.app import celery_app
+
+    celery_app.send_task(TRAIN_RANK, args=[job_id, attempt, rank])
+
+
+def rank_limit(trainer: Trainer, cap: object, settings: Settings) -> int:
+    """The most ranks this job may use now: its shards, its spec's cap, the idle workers."""
+    if trainer.local:
+        return 1  # local SGD keeps every replica on one rank
+    limit = trainer.spec.shards
+    if isinstance(cap, int):
+        limit = min(limit, cap)
+    if limit == 1 or settings.is_embedded:
+        return 1  # the embedded worker is this very thread
+    from worker.app import celery_app
+
+    return min(limit, 1 + free_worker_slots(celery_app))
+
+
+def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settings: Settings,
+                launch: RankLauncher | None = None) -> RemoteRanks | None:
+    """Start the other ranks and attach them to ``trainer``; None when it runs alone."""
+    net = trainer.job.net
+    wanted = choose_ranks(sizes=net.sizes, batch_size=trainer.spec.batch_size,
+                          param_bytes=trainer.params.nbytes,
+                          limit=rank_limit(trainer, cap, settings))
+    if wanted == 1:
+        return None
+    plane = data_plane(settings.redis_url)
+    boxes = Mailboxes(job_id, attempt)
+    for rank in range(1, wanted):
+        (launch or launch_by_name)(job_id, attempt, rank)
+    members = gather_ranks(plane, boxes, wanted - 1, trainer.spec.shards, settings.rank_join_s)
+    log.info("job %s: %d of %d ranks joined", job_id, 1 + len(members), wanted)
+    if not members:
+        plane.drop(boxes.leader)
+        return None
+    remote = RemoteRanks(plane, boxes, members, trainer.spec.shards, trainer.params,
+                         settings.rank_timeout_s)
+    trainer.remote = remote
+    return remote

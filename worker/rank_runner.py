@@ -1,0 +1,42 @@
+"""A rank other than the leader: join, load the data, serve the leader's steps."""
+
+from __future__ import annotations
+
+import logging
+
+from core.job import JobData
+from db.engine import SessionFactory, get_session_factory, session_scope
+from db.models import Job
+from db.settings import Settings, get_settings
+from worker.dataplane import data_plane
+from worker.loading import load_input
+from worker.messages import ASSIGN, JOIN, decode, encode
+from worker.ranks import Mailboxes, serve_rank
+
+log = logging.getLogger(__name__)
+
+
+def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | None = None,
+             settings: Settings | None = None) -> str:
+    """Serve as ``rank`` of attempt ``attempt`` of the job; returns what became of it."""
+    factory = factory or get_session_factory()
+    settings = settings or get_settings()
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.is_finished or job.attempt != attempt:
+            return "not needed"  # the job ended, or its leader restarted, before this ran
+    plane = data_plane(settings.redis_url)
+    boxes = Mailboxes(job_id, attempt)
+    plane.send(boxes.leader, encode(JOIN, rank=rank))
+    payload = plane.receive(boxes.rank(rank), settings.rank_join_s + settings.rank_timeout_s)
+    if payload is None or (assigned := decode(payload)).kind != ASSIGN:
+        return "not needed"  # joined too late: the leader trains without this rank
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        data = load_input(session, job)
+    job_data = JobData.prepare(data.spec, data.X, data.y)
+    served = serve_rank(plane, boxes, rank, job_data, assigned.shards.tolist(),
+                        settings.rank_timeout_s)
+    log.info("rank %d of job %s served %d steps", rank, job_id, served)
+    return f"served {served} steps"
