@@ -40,11 +40,15 @@ def rank_limit(trainer: Trainer, cap: object, settings: Settings) -> int:
 
 def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settings: Settings,
                 launch: RankLauncher | None = None) -> RemoteRanks | None:
-    """Start the other ranks and attach them to ``trainer``; None when it runs alone."""
+    """Start the other ranks and attach them to ``trainer``; None when it runs alone.
+
+    ``cap`` is the spec's ``max_workers``: a number asks for that many ranks (as far as there
+    are idle workers), ``auto`` lets the cost model choose."""
     net = trainer.job.net
-    wanted = choose_ranks(sizes=net.sizes, batch_size=trainer.spec.batch_size,
-                          param_bytes=trainer.params.nbytes,
-                          limit=rank_limit(trainer, cap, settings))
+    limit = rank_limit(trainer, cap, settings)
+    wanted = limit if isinstance(cap, int) else choose_ranks(
+        sizes=net.sizes, batch_size=trainer.spec.batch_size, param_bytes=trainer.params.nbytes,
+        limit=limit)
     if wanted == 1:
         return None
     plane = data_plane(settings.redis_url)
