@@ -45,6 +45,9 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     n_rows: Mapped[int]
     n_features: Mapped[int]
+    # Columns of y: 1 for class labels or a single target, k for k regression targets (the
+    # output width of a regression job, known without loading the content).
+    n_targets: Mapped[int] = mapped_column(default=1)
     task: Mapped[Task] = mapped_column(String(16))
     classes: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)

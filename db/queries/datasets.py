@@ -25,10 +25,12 @@ def store_dataset(
     n_features: int,
     task: Task,
     classes: list[Any] | None,
+    n_targets: int = 1,
 ) -> tuple[Dataset, bool]:
     """The tenant's dataset with this content, and whether this call created it.
 
-    ``sha256`` must be the hex digest of ``content``. An upload of content the tenant already
+    ``sha256`` must be the hex digest of ``content``; ``n_targets`` is the number of columns of
+    y (1 for class labels or a single regression target). An upload of content the tenant already
     has returns the stored dataset (with its original name), also when two uploads race.
     """
     existing = _by_sha256(session, tenant_id=tenant_id, sha256=sha256)
@@ -42,6 +44,7 @@ def store_dataset(
         size_bytes=len(content),
         n_rows=n_rows,
         n_features=n_features,
+        n_targets=n_targets,
         task=task,
         classes=classes,
     )

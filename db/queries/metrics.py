@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import TypedDict
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from db.base import finite_or_none
@@ -80,6 +81,65 @@ def read_metrics(session: Session, *, job_id: str, since_step: int | None = None
         columns["val_loss"].append(val_loss)
         columns["val_accuracy"].append(val_accuracy)
     return columns
+
+
+@dataclass(frozen=True)
+class LatestMetrics:
+    """A job's last recorded step, with the validation values of the last epoch end up to it
+    (None before the first epoch ends)."""
+
+    step: int
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+
+
+def latest_metrics(session: Session, *, job_ids: Collection[str]) -> dict[str, LatestMetrics]:
+    """``LatestMetrics`` of each job in ``job_ids`` that has recorded a step.
+
+    Two queries whatever the number of jobs, each reading one row per job through the
+    (job_id, step) primary key, so a page of runs does not cost a query per run.
+    """
+    if not job_ids:
+        return {}
+    last = _last_rows(session, job_ids)
+    validated = _last_rows(session, job_ids, Metric.val_loss.is_not(None))
+    latest = {}
+    for job_id, (step, epoch, train_loss, _, _) in last.items():
+        _, _, _, val_loss, val_accuracy = validated.get(job_id, (0, 0, None, None, None))
+        latest[job_id] = LatestMetrics(
+            step=step,
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+        )
+    return latest
+
+
+def _last_rows(
+    session: Session, job_ids: Collection[str], *conditions: ColumnElement[bool]
+) -> dict[str, MetricRow]:
+    """Per job, its metrics row of the highest step among those meeting ``conditions``."""
+    last_step = (
+        select(Metric.job_id, func.max(Metric.step).label("step"))
+        .where(Metric.job_id.in_(job_ids), *conditions)
+        .group_by(Metric.job_id)
+        .subquery()
+    )
+    statement = select(
+        Metric.job_id,
+        Metric.step,
+        Metric.epoch,
+        Metric.train_loss,
+        Metric.val_loss,
+        Metric.val_accuracy,
+    ).join(last_step, and_(Metric.job_id == last_step.c.job_id, Metric.step == last_step.c.step))
+    return {
+        job_id: (step, epoch, train_loss, val_loss, val_accuracy)
+        for job_id, step, epoch, train_loss, val_loss, val_accuracy in session.execute(statement)
+    }
 
 
 def downsample(columns: MetricColumns, max_points: int) -> MetricColumns:

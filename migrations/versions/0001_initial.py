@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("n_rows", sa.Integer(), nullable=False),
         sa.Column("n_features", sa.Integer(), nullable=False),
+        sa.Column("n_targets", sa.Integer(), nullable=False),
         sa.Column("task", sa.String(length=16), nullable=False),
         sa.Column("classes", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -11,7 +11,14 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from db.models import Job, Metric
-from db.queries.metrics import MetricColumns, downsample, read_metrics, upsert_metrics
+from db.queries.metrics import (
+    LatestMetrics,
+    MetricColumns,
+    downsample,
+    latest_metrics,
+    read_metrics,
+    upsert_metrics,
+)
 
 
 def test_a_replayed_batch_neither_duplicates_nor_loses_a_step(
@@ -117,3 +124,24 @@ def test_downsample_leaves_short_histories_alone() -> None:
 def test_downsample_needs_room_for_first_and_last() -> None:
     with pytest.raises(ValueError, match="max_points"):
         downsample(columns([1.0, 2.0, 3.0]), 1)
+
+
+def test_latest_metrics_of_several_jobs_at_once(
+    session: Session, add_job: Callable[..., Job]
+) -> None:
+    job, other, silent = add_job(), add_job(), add_job()
+    rows = [
+        (s, s // 5, 1.0 / s, 0.5 / s if s % 5 == 0 else None, 0.1 * s if s % 5 == 0 else None)
+        for s in range(1, 13)
+    ]
+    upsert_metrics(session, job_id=job.id, rows=rows)
+    upsert_metrics(session, job_id=other.id, rows=[(1, 0, 2.0, None, None)])
+    latest = latest_metrics(session, job_ids=[job.id, other.id, silent.id])
+    assert set(latest) == {job.id, other.id}  # a job without metrics has no entry
+    assert latest[job.id] == LatestMetrics(
+        step=12, epoch=2, train_loss=1.0 / 12, val_loss=0.05, val_accuracy=1.0
+    )
+    assert latest[other.id] == LatestMetrics(
+        step=1, epoch=0, train_loss=2.0, val_loss=None, val_accuracy=None
+    )
+    assert latest_metrics(session, job_ids=[]) == {}

@@ -1,0 +1,131 @@
+"""A Python client of the HTTP API (httpx), for scripts, notebooks and the CLI.
+
+    client = Client("http://127.0.0.1:8000", token)
+    dataset = client.upload_dataset("digits.npz")
+    job = client.wait(client.submit({"dataset": dataset["id"], "epochs": 20})["id"])
+    history = client.history(job["id"])          # numpy arrays by column
+    weights = client.weights(job["id"])          # {"W1": ..., "b1": ..., ...}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from core.npz import from_npz
+
+FINISHED = ("succeeded", "failed", "cancelled")
+CONTENT_TYPES = {".npz": "application/octet-stream", ".csv": "text/csv",
+                 ".json": "application/json"}
+
+
+class ApiError(Exception):
+    """The API refused a request; ``str()`` is one readable line."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status}: {_describe(detail)}")
+        self.status = status
+        self.detail = detail
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, list):  # FastAPI's validation errors
+        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
+                         for e in detail if isinstance(e, dict))
+    return str(detail)
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, detail)
+        return response
+
+    def upload_dataset(self, source: str | Path | bytes, *, name: str | None = None,
+                       content_type: str | None = None, target: str | None = None
+                       ) -> dict[str, Any]:
+        """Upload an .npz, .csv or .json file (or bytes, with ``content_type``)."""
+        if isinstance(source, bytes):
+            body, name = source, name or "dataset"
+        else:
+            path = Path(source)
+            body, name = path.read_bytes(), name or path.name
+            content_type = content_type or CONTENT_TYPES.get(path.suffix.lower())
+        params = {"name": name, **({"target": target} if target else {})}
+        headers = {"Content-Type": content_type or "application/octet-stream"}
+        return self._call("POST", "/v1/datasets", params=params, content=body,
+                          headers=headers).json()
+
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None
+               ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._call("POST", "/v1/jobs", json=spec, headers=headers).json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}").json()
+
+    def wait(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None,
+             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job ends; returns its last state (whatever the outcome)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in FINISHED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(poll_s)
+
+    def history(self, job_id: str, *, since_step: int | None = None,
+                max_points: int | None = None) -> dict[str, np.ndarray]:
+        """The loss history as float arrays (NaN where a value was not recorded)."""
+        params = {k: v for k, v in (("since_step", since_step), ("max_points", max_points))
+                  if v is not None}
+        columns = self._call("GET", f"/v1/jobs/{job_id}/metrics", params=params).json()
+        return {name: np.array([np.nan if v is None else v for v in values], dtype=float)
+                for name, values in columns.items() if isinstance(values, list)}
+
+    def weights_npz(self, job_id: str, checkpoint: str = "final") -> bytes:
+        return self._call("GET", f"/v1/jobs/{job_id}/weights",
+                          params={"checkpoint": checkpoint}).content
+
+    def weights(self, job_id: str, checkpoint: str = "final") -> dict[str, np.ndarray]:
+        return from_npz(self.weights_npz(job_id, checkpoint))
+
+    def predict(self, job_id: str, X: np.ndarray | list[list[float]]) -> dict[str, Any]:
+        rows = np.asarray(X).tolist()
+        return self._call("POST", f"/v1/jobs/{job_id}/predict", json={"X": rows}).json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def runs(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._call("GET", "/v1/jobs", params=params).json()

@@ -1,0 +1,99 @@
+"""Errors as JSON: every 422 in the shape of a validation error, and no HTML or bare 500s.
+
+A 422's ``detail`` is always a list of ``{"loc": [...], "msg": "...", "type": "..."}``, so a
+client reads a refused field the same way whether pydantic, the core or a limit refused it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.services.errors import Conflict, InvalidInput, NotFound, QueueFull, ServiceError
+from core.data import InvalidDataError
+from core.spec import SpecError
+from db.models import JobStateError
+from db.queries.pagination import InvalidCursor
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[ServiceError], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Conflict: status.HTTP_409_CONFLICT,
+    QueueFull: status.HTTP_429_TOO_MANY_REQUESTS,
+}
+
+
+def error_item(loc: tuple[str | int, ...], message: str, kind: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": message, "type": kind}
+
+
+def http_error(error: ServiceError) -> HTTPException:
+    """The HTTP answer to a refusal of the service layer."""
+    if isinstance(error, InvalidInput):
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                             detail=[error_item(error.loc, str(error), error.kind)])
+    code = next(code for kind, code in _STATUS.items() if isinstance(error, kind))
+    return HTTPException(code, detail=str(error))
+
+
+def spec_loc(field: str) -> tuple[str | int, ...]:
+    """``"model.hidden[0]"`` (how SpecError names a field) as ``("model", "hidden", 0)``."""
+    return tuple(int(part) if part.isdigit() else part
+                 for part in re.split(r"[.\[\]]+", field) if part)
+
+
+def _describe(error: Any) -> dict[str, Any]:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    message, cause = error["msg"], error.get("ctx", {}).get("error")
+    if isinstance(cause, SpecError):
+        # The core's __post_init__ raised it, so pydantic places it at the enclosing object;
+        # the field it names is the better location.
+        loc, message = (*loc[:1], *spec_loc(cause.field)), str(cause)
+    elif error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        message = f"unknown field {loc[-1]!r}: not part of this request"
+    # No "input": it may be a whole upload, or a NaN that JSON cannot even encode.
+    return error_item(loc, message, error["type"])
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": [_describe(e) for e in exc.errors()]},
+                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _invalid_data(_request: Request, exc: Exception) -> JSONResponse:
+    # Routes map the core's errors where they know the location; this is the safety net that
+    # keeps bad input from ever becoming a 500.
+    loc = ("body", *spec_loc(exc.field)) if isinstance(exc, SpecError) else ("body",)
+    return JSONResponse({"detail": [error_item(loc, str(exc), "invalid_data")]},
+                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _invalid_cursor(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": [error_item(("query", "cursor"), str(exc), "invalid_cursor")]},
+                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _state_conflict(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"},
+                        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidDataError, _invalid_data)
+    app.add_exception_handler(SpecError, _invalid_data)
+    app.add_exception_handler(InvalidCursor, _invalid_cursor)
+    app.add_exception_handler(JobStateError, _state_conflict)
+    app.add_exception_handler(Exception, _internal_error)

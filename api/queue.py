@@ -1,0 +1,50 @@
+"""Enqueueing jobs for the workers, by task name only (the API never imports ``worker``).
+
+The message is Celery's: task ``shardtrain.train_job`` with ``args=[job_id]``, JSON-serialised,
+sent through a client app of the API's own that only publishes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from kombu.exceptions import KombuError
+
+from db.settings import Settings, get_settings
+
+TRAIN_JOB_TASK = "shardtrain.train_job"
+
+
+class EnqueueError(RuntimeError):
+    """The broker did not take the message."""
+
+
+@lru_cache
+def celery_client(broker_url: str) -> Celery:
+    """A publisher on ``broker_url``, one per process and URL (it holds the connection pool)."""
+    client = Celery("shardtrain-api", broker=broker_url)
+    client.conf.update(task_serializer="json", accept_content=["json"])
+    return client
+
+
+def enqueue_job(job_id: str, *, settings: Settings | None = None) -> None:
+    """Send job ``job_id`` to the workers; call it only once the job row is committed, since
+    a worker may start on it at once."""
+    broker_url = (settings or get_settings()).broker_url
+    try:
+        celery_client(broker_url).send_task(TRAIN_JOB_TASK, args=[job_id])
+    except (KombuError, OSError) as error:
+        raise EnqueueError(f"the broker did not take job {job_id}: {error}") from error
+
+
+def broker_reachable(timeout_s: float, *, settings: Settings | None = None) -> bool:
+    """Whether a connection to the broker opens within about ``timeout_s`` seconds."""
+    broker_url = (settings or get_settings()).broker_url
+    try:
+        with celery_client(broker_url).connection_for_write(connect_timeout=timeout_s) as conn:
+            # No retries: a readiness probe must answer within its own timeout.
+            conn.ensure_connection(max_retries=0, timeout=timeout_s)
+    except (KombuError, OSError):
+        return False
+    return True

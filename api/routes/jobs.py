@@ -1,0 +1,122 @@
+"""``/v1/jobs``: submit training jobs, follow them, list past runs, cancel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from pydantic import AwareDatetime
+
+from api.deps import CurrentTenant, EnqueueDep, SessionDep, SettingsDep, TenantJob
+from api.errors import http_error
+from api.queue import EnqueueError
+from api.schemas.jobs import JobCreate, JobPublic, JobsPublic
+from api.services.errors import InvalidInput, ServiceError
+from api.services.job_views import job_view, job_views
+from api.services.jobs import cancel_job, submit_job
+from db.models import JobStatus
+from db.queries.jobs import JobOrder, list_jobs
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses={200: {"model": JobPublic, "description": "A replay of an Idempotency-Key"},
+               429: {"description": "You have max_queued_jobs_per_tenant queued jobs"},
+               503: {"description": "The broker did not take the job; nothing was stored"}},
+)
+def submit(
+    spec: JobCreate,
+    response: Response,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    enqueue: EnqueueDep,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=200,
+        description="Retrying with the same key and body returns the first job",
+    )] = None,
+) -> JobPublic:
+    """Queue a training job; every field is checked, a refused one is a 422 naming it."""
+    try:
+        job, created = submit_job(session=session, tenant_id=tenant.id, spec=spec,
+                                  settings=settings, idempotency_key=idempotency_key)
+    except ServiceError as error:
+        raise http_error(error) from error
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        return job_view(session=session, job=job)
+    # Committed first: a worker may pick the job up before this request returns.
+    session.commit()
+    try:
+        enqueue(job.id)
+    except EnqueueError as error:
+        log.error("could not enqueue job %s: %s", job.id, error)
+        # The job would wait forever; removing it lets the client's retry submit it afresh.
+        session.delete(job)
+        session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail="the job queue is unreachable; nothing was stored, "
+                            "retry later") from error
+    return job_view(session=session, job=job)
+
+
+def _tags(values: list[str]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, tag_value = value.partition(":")
+        if not sep or not key:
+            raise http_error(InvalidInput(("query", "tag"),
+                                          f"tag {value!r} is not of the form key:value"))
+        tags[key] = tag_value
+    return tags
+
+
+@router.get("", response_model=JobsPublic)
+def list_runs(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    name: str | None = None,
+    tag: Annotated[list[str] | None, Query(
+        description="key:value; repeat it to require several tags")] = None,
+    dataset: str | None = None,
+    created_after: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
+    created_before: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+    order: JobOrder = "-created",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> JobsPublic:
+    """Your jobs matching every filter given; on a final metric, jobs without one come last.
+    Pass ``next_cursor`` back as ``cursor`` (with the same filters) for the next page."""
+    jobs, next_cursor = list_jobs(
+        session, tenant_id=tenant.id, status=status_, name=name, tag=_tags(tag or []),
+        dataset_id=dataset, created_after=created_after, created_before=created_before,
+        order=order, limit=limit, cursor=cursor)
+    return JobsPublic(items=job_views(session=session, jobs=jobs), next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic,
+            responses={404: {"description": "You have no such job"}})
+def read_job(job: TenantJob, session: SessionDep) -> JobPublic:
+    """Status, progress, latest, best and final metrics, error, timings and throughput."""
+    return job_view(session=session, job=job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic,
+             responses={409: {"description": "The job has already succeeded or failed"}})
+def cancel(job: TenantJob, session: SessionDep) -> JobPublic:
+    """A queued job is cancelled at once; a running one stops at its next step, keeping its
+    history and last checkpoint."""
+    try:
+        cancel_job(job=job)
+    except ServiceError as error:
+        raise http_error(error) from error
+    session.commit()
+    return job_view(session=session, job=job)

@@ -1,0 +1,1 @@
+"""What the routes call: keyword-only functions that raise ``api.services.errors`` types."""

@@ -1,0 +1,131 @@
+"""Submitting jobs: the checks that need the dataset and the settings, then the queued row.
+
+The spec's own values were checked when the request was parsed (``JobCreate``); what is
+checked here depends on the dataset (output width, rows) and on the service's limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from api.schemas.jobs import JobCreate
+from api.services.errors import Conflict, InvalidInput, QueueFull
+from core.data import InvalidDataError, TargetEncoding, n_validation, steps_per_epoch
+from core.network import Network
+from core.npz import from_npz
+from db.models import Dataset, Job
+from db.queries.checkpoints import get_weights
+from db.queries.datasets import get_dataset
+from db.queries.jobs import IdempotencyConflict, count_queued, create_job, get_job
+from db.settings import Settings
+
+
+def _limit(field: tuple[str, ...], message: str) -> InvalidInput:
+    return InvalidInput(("body", *field), f"{'.'.join(field)}: {message}", kind="limit_exceeded")
+
+
+def output_width(*, spec: JobCreate, dataset: Dataset) -> int:
+    """Units of the output layer for this dataset, as the core's target encoding sets them."""
+    if dataset.task == "regression":
+        if spec.loss == "cross_entropy":
+            raise InvalidInput(("body", "loss"), "loss: cross_entropy needs class labels, and "
+                               f"dataset {dataset.id} holds regression targets; use mse")
+        return dataset.n_targets
+    assert dataset.classes is not None
+    try:
+        # The class list stands in for y: the encoding depends only on the set of classes.
+        return TargetEncoding.fit(np.asarray(dataset.classes), spec.model.output, spec.loss).n_out
+    except InvalidDataError as error:
+        raise InvalidInput(("body", "loss"), f"loss: {error}") from error
+
+
+def check_limits(*, spec: JobCreate, dataset: Dataset, network: Network,
+                 settings: Settings) -> None:
+    """The job fits the dataset and the limits of the settings; each misfit is an
+    ``InvalidInput`` naming the field to change."""
+    n_train = dataset.n_rows - n_validation(dataset.n_rows, spec.validation_fraction)
+    if n_train == 0:
+        raise InvalidInput(("body", "validation_fraction"), "validation_fraction: holding out "
+                           f"{spec.validation_fraction} of {dataset.n_rows} rows leaves none "
+                           "to train on")
+    if spec.epochs > settings.max_epochs:
+        raise _limit(("epochs",), f"{spec.epochs} is above the limit "
+                     f"max_epochs={settings.max_epochs}")
+    if network.n_params > settings.max_params:
+        raise _limit(("model", "hidden"), f"the network {'-'.join(map(str, network.sizes))} has "
+                     f"{network.n_params} parameters, above the limit "
+                     f"max_params={settings.max_params}")
+    if n_train * spec.epochs > settings.max_compute:
+        raise _limit(("epochs",), f"{spec.epochs} epochs of {n_train} training rows are "
+                     f"{n_train * spec.epochs} row-epochs, above the limit "
+                     f"max_compute={settings.max_compute}")
+    if spec.shards > n_train:
+        raise InvalidInput(("body", "shards"), f"shards: {spec.shards} shards for {n_train} "
+                           "training rows (after the validation hold-out): every shard needs "
+                           "at least one row")
+
+
+def check_init(*, session: Session, tenant_id: str, job_id: str, network: Network) -> None:
+    """The job to start from exists for this tenant and its final weights fit ``network``."""
+    source = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if source is None:
+        raise InvalidInput(("body", "init"), f"init: you have no job {job_id}")
+    weights = get_weights(session, job_id=job_id, kind="final")
+    if weights is None:
+        raise InvalidInput(("body", "init"),
+                           f"init: job {job_id} has no final weights (it is {source.status})")
+    try:
+        network.from_arrays(from_npz(weights.data))
+    except ValueError as error:
+        raise InvalidInput(("body", "init"), f"init: {error}") from error
+
+
+def submit_job(*, session: Session, tenant_id: str, spec: JobCreate, settings: Settings,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """The queued job for ``spec``, and True; or, when ``idempotency_key`` was used before
+    with the same spec, that first job and False.
+
+    Raises ``InvalidInput`` (a field, a limit, or a key used before with another request) or
+    ``QueueFull``. Flushes only: the caller commits, then enqueues.
+    """
+    dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset)
+    if dataset is None:
+        raise InvalidInput(("body", "dataset"), f"dataset: you have no dataset {spec.dataset}",
+                           kind="not_found")
+    network = Network.from_spec(spec, dataset.n_features,
+                                output_width(spec=spec, dataset=dataset))
+    check_limits(spec=spec, dataset=dataset, network=network, settings=settings)
+    if spec.init is not None:
+        check_init(session=session, tenant_id=tenant_id, job_id=spec.init, network=network)
+
+    stored = spec.normalized()
+    # Hashed normalised: a retry that spells a default out is still the same request.
+    request_hash = hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()
+    total_steps = spec.epochs * steps_per_epoch(
+        dataset.n_rows, spec.validation_fraction, spec.batch_size)
+    try:
+        job, created = create_job(
+            session, tenant_id=tenant_id, dataset_id=dataset.id, name=spec.name,
+            tags=dict(spec.tags), spec=stored, total_steps=total_steps,
+            idempotency_key=idempotency_key, request_hash=request_hash)
+    except IdempotencyConflict as error:
+        raise InvalidInput(("header", "Idempotency-Key"), str(error),
+                           kind="idempotency_conflict") from error
+    # Counted after the insert, so that replaying a request whose job is queued is never
+    # refused; the caller's rollback undoes the insert when the queue is full.
+    if created and count_queued(session, tenant_id=tenant_id) > settings.max_queued_jobs_per_tenant:
+        raise QueueFull(f"you have {settings.max_queued_jobs_per_tenant} queued jobs, the "
+                        "most allowed (max_queued_jobs_per_tenant); retry when some have started")
+    return job, created
+
+
+def cancel_job(*, job: Job) -> None:
+    """Cancel a queued job at once, ask a running one to stop at its next step; cancelling a
+    cancelled job again changes nothing. Raises ``Conflict`` for a job that has ended."""
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"job {job.id} has already {job.status}; there is nothing to cancel")
+    job.request_cancel()

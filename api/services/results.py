@@ -1,0 +1,68 @@
+"""What a job produced, as clients fetch it: weights files and predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from api.model_cache import ModelCache
+from api.services.errors import Conflict, InvalidInput, NotFound
+from core.model import Model, Prediction
+from core.training import model_from_state
+from db.models import Job
+from db.queries.checkpoints import get_checkpoint, get_weights, latest_checkpoint
+
+
+def weights_npz(*, session: Session, job: Job, checkpoint: str) -> tuple[bytes, str]:
+    """The weights .npz at ``checkpoint`` (final, best, latest or a step; 0 is the initial
+    weights) and a name for it, e.g. ``final`` or ``step120``."""
+    if checkpoint in ("final", "best"):
+        weights = get_weights(session, job_id=job.id,
+                              kind="final" if checkpoint == "final" else "best")
+        if weights is None:
+            raise NotFound(f"job {job.id} has no {checkpoint} weights (it is {job.status})")
+        return weights.data, checkpoint
+    if checkpoint == "latest":
+        found = latest_checkpoint(session, job_id=job.id)
+        if found is None:
+            raise NotFound(f"job {job.id} has no checkpoint yet (it is {job.status})")
+    else:
+        found = get_checkpoint(session, job_id=job.id, step=int(checkpoint))
+        if found is None:
+            raise NotFound(f"job {job.id} has no checkpoint at step {checkpoint}; step 0 and "
+                           "the latest checkpoints are kept")
+    # A checkpoint holds the whole training state; clients get the same layout as final.
+    return model_from_state(found.state).to_npz(), f"step{found.step}"
+
+
+def final_model(*, session: Session, job: Job, cache: ModelCache) -> Model:
+    """The model of the job's final weights, from ``cache`` once the job has finished."""
+    model = cache.get(job.id) if job.is_finished else None
+    if model is not None:
+        return model
+    weights = get_weights(session, job_id=job.id, kind="final")
+    if weights is None:
+        raise Conflict(f"job {job.id} has no final weights to predict with (it is {job.status})")
+    model = Model.from_npz(weights.data)
+    if job.is_finished:  # only then can the final weights no longer change
+        cache.put(job.id, model)
+    return model
+
+
+def predict(*, session: Session, job: Job, X: list[list[float]],
+            cache: ModelCache) -> Prediction:
+    """Outputs (and labels, for a classifier) of the job's final model for the rows ``X``.
+
+    Raises ``Conflict`` without final weights and ``InvalidDataError`` for rows of the wrong
+    width (``core.model.Model.predict`` checks them).
+    """
+    model = final_model(session=session, job=job, cache=cache)
+    try:
+        rows = np.array(X, dtype=np.float64)
+    except ValueError as error:
+        raise InvalidInput(("body", "X"), "rows of X must all have the same length") from error
+    prediction = model.predict(rows)
+    if not np.all(np.isfinite(prediction.outputs)):
+        raise InvalidInput(("body", "X"), "the outputs overflow for these rows: are the "
+                           "features on the scale the model was trained on?")
+    return prediction
