@@ -7,13 +7,17 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-# The repository root holds alembic.ini next to migrations/ (an editable install runs from it).
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+import migrations
+
+# The revisions ship as the ``migrations`` package, so this works from a checkout and from an
+# installed wheel alike; alembic.ini only serves the ``alembic`` command in a checkout.
+SCRIPT_LOCATION = Path(migrations.__file__).resolve().parent
 
 
 def alembic_config(url: str | None = None) -> Config:
     """The Alembic configuration; ``url`` overrides ``SHARDTRAIN_DATABASE_URL``."""
-    config = Config(ALEMBIC_INI)
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.attributes["configure_logger"] = False
     if url is not None:
         # Config values go through ConfigParser interpolation, where "%" (as in a URL-encoded

@@ -50,12 +50,10 @@ class Settings(BaseSettings):
     metrics_flush_steps: int = Field(default=50, gt=0)
     metrics_flush_s: float = Field(default=1.0, gt=0)
     visibility_timeout_s: int = Field(default=3600, gt=0)
-    stall_timeout_s: float = Field(default=600.0, gt=0)
     rank_join_s: float = Field(default=2.0, ge=0)
     """How long a leader waits for its ranks to join before training with those that did."""
     rank_timeout_s: float = Field(default=30.0, gt=0)
     """Silence after which a rank is dropped (or a rank gives up on its leader)."""
-    log_json: bool = False
 
     @field_validator("data_dir")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -14,7 +15,7 @@ from sqlalchemy import inspect
 
 from db.base import Base
 from db.engine import make_engine
-from db.migrate import ALEMBIC_INI, alembic_config, upgrade
+from db.migrate import alembic_config, upgrade
 
 TABLES = {"tenants", "api_tokens", "datasets", "jobs", "metrics", "checkpoints", "weights"}
 
@@ -62,6 +63,9 @@ def test_upgrade_without_url_uses_the_settings(
     clean_settings.setenv("SHARDTRAIN_DATABASE_URL", sqlite_url)
     upgrade()
     assert_at_head_and_matching_models(sqlite_url)
+
+
+ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
 def test_alembic_command_line_takes_the_url_from_x_argument(sqlite_url: str) -> None:

@@ -34,11 +34,11 @@ def test_variables_override_and_the_database_follows_the_data_dir(
     clean_settings.setenv("HOME", str(tmp_path))
     clean_settings.setenv("SHARDTRAIN_DATA_DIR", "~/elsewhere")
     clean_settings.setenv("SHARDTRAIN_MAX_ROWS", "500")
-    clean_settings.setenv("SHARDTRAIN_LOG_JSON", "true")
+    clean_settings.setenv("SHARDTRAIN_RANK_TIMEOUT_S", "2.5")
     settings = get_settings()
     assert settings.data_dir == tmp_path / "elsewhere"
     assert settings.database_url.endswith("/elsewhere/shardtrain.sqlite3")
-    assert settings.max_rows == 500 and settings.log_json
+    assert settings.max_rows == 500 and settings.rank_timeout_s == 2.5
 
 
 def test_an_explicit_database_url_wins(clean_settings: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""Alembic's environment and revisions; a package so that installs ship them (db.migrate)."""
