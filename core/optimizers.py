@@ -2,6 +2,10 @@
 
 Each keeps its buffers from construction on, so a step allocates nothing. ``state()`` and
 ``load_state()`` round-trip everything a resumed run needs to continue bit-identically.
+
+``gradient_scale`` is a factor the caller folds into the gradient before ``step``: SGD is linear
+in the gradient, so its learning rate is applied to the (rows x outputs) error signal of the
+output layer instead of to every parameter, and its step is then a single pass over memory.
 """
 
 from __future__ import annotations
@@ -23,23 +27,25 @@ class Optimizer(Protocol):
 
 
 class SGD:
-    """``v = momentum * v - lr * g``; ``p += v`` (or, Nesterov, ``p += momentum * v - lr * g``)."""
+    """``v = momentum * v - lr * g``; ``p += v`` (or, Nesterov, ``p += momentum * v - lr * g``).
 
-    def __init__(self, n: int, dtype: np.dtype, *, lr: float, momentum: float = 0.0,
+    ``step`` takes ``lr * g``: the learning rate is folded in by ``gradient_scale``.
+    """
+
+    def __init__(self, n: int, dtype: np.dtype, *, momentum: float = 0.0,
                  nesterov: bool = False) -> None:
-        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.momentum, self.nesterov = momentum, nesterov
         self.velocity = np.zeros(n, dtype=dtype)
         self._tmp = np.empty(n, dtype=dtype)
 
     def step(self, params: np.ndarray, grad: np.ndarray) -> None:
-        scaled = np.multiply(grad, self.lr, out=self._tmp)
         if self.momentum == 0.0:
-            params -= scaled
+            params -= grad
             return
         self.velocity *= self.momentum
-        self.velocity -= scaled
+        self.velocity -= grad
         if self.nesterov:
-            params -= scaled
+            params -= grad
             params += np.multiply(self.velocity, self.momentum, out=self._tmp)
         else:
             params += self.velocity
@@ -89,7 +95,13 @@ class Adam:
 
 def make_optimizer(spec: OptimizerSpec, n: int, dtype: np.dtype) -> Optimizer:
     if spec.name == "sgd":
-        return SGD(n, dtype, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov)
+        return SGD(n, dtype, momentum=spec.momentum, nesterov=spec.nesterov)
     if spec.name == "adam":
         return Adam(n, dtype, lr=spec.lr, beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
     raise ValueError(f"unknown optimizer {spec.name!r}")
+
+
+def gradient_scale(spec: OptimizerSpec) -> float:
+    """The factor every shard folds into its gradient for this optimizer (see the module doc):
+    SGD's learning rate; 1 for Adam, whose moments need the gradient itself."""
+    return spec.lr if spec.name == "sgd" else 1.0

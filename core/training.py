@@ -21,7 +21,7 @@ import numpy as np
 from core.job import JobData, ShardSet
 from core.model import Model
 from core.npz import from_npz, to_npz
-from core.optimizers import Optimizer, make_optimizer
+from core.optimizers import Optimizer, gradient_scale, make_optimizer
 from core.reduce import Nodes, spare_buffers, tree_sum
 from core.spec import TrainSpec
 
@@ -108,7 +108,9 @@ class Trainer:
         owner = {shard: ShardSet(job, group) for group in groups for shard in group}
         # The shard count alone, not the grouping, fixes the order of the reduction.
         self._owners = [owner[shard] for shard in range(spec.shards)]
-        self._decay = net.weight_mask() * spec.l2 if spec.l2 > 0 else None
+        # Shards fold the optimizer's gradient scale into their gradients; decay follows suit.
+        self._scale = gradient_scale(spec.optimizer)
+        self._decay = net.weight_mask() * (spec.l2 * self._scale) if spec.l2 > 0 else None
         self._grad = net.empty()
         self._scratch = net.empty()
         self._spare = spare_buffers(spec.shards, self._grad)
@@ -141,7 +143,7 @@ class Trainer:
 
     def _exact_step(self, step: int, rows: int) -> float:
         losses = self._losses
-        scale = 1.0 / rows
+        scale = self._scale / rows
 
         def leaf(shard: int, out: np.ndarray) -> None:
             losses[shard] = self._owners[shard].gradient(shard, step, self.params, out, scale)[0]
@@ -171,7 +173,7 @@ class Trainer:
             own = int(self.job.plan.shares[step % self.job.steps_per_epoch, shard])
             if own == 0:
                 continue
-            shard_loss, _ = owner.gradient(shard, step, replica, self._grad, 1.0 / own)
+            shard_loss, _ = owner.gradient(shard, step, replica, self._grad, self._scale / own)
             loss += shard_loss
             if not math.isfinite(loss):
                 raise DivergedError(step + 1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.job import JobData, ShardSet
+from core.optimizers import gradient_scale
 from core.reduce import Node, covering_nodes, spare_buffers, tree_sum
 from core.training import RankLost
 from worker.dataplane import DataPlane
@@ -142,6 +143,7 @@ def serve_rank(plane: DataPlane, boxes: Mailboxes, rank: int, job: JobData, owne
     sums = [net.empty() for _ in nodes]
     spare = spare_buffers(max(hi - lo for lo, hi in nodes), sums[0])
     params = net.empty()
+    fold = gradient_scale(job.spec.optimizer)  # as the leader's Trainer folds it
     served = 0
     while True:
         payload = plane.receive(boxes.rank(rank), timeout)
@@ -154,7 +156,7 @@ def serve_rank(plane: DataPlane, boxes: Mailboxes, rank: int, job: JobData, owne
         if message.kind != PARAMS:
             continue
         params[...] = message.vectors[0]
-        step, scale = message.step, 1.0 / job.step_rows(message.step)
+        step, scale = message.step, fold / job.step_rows(message.step)
         losses: dict[int, float] = {}
 
         def leaf(shard: int, out: np.ndarray, step: int = step, scale: float = scale,
