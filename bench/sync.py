@@ -1,0 +1,148 @@
+"""Synchronisation rounds: shardtrain's leader/rank exchange against a Celery chord per step.
+
+One round is what a leader pays per step beyond compute: the parameters out to every other
+rank, a partial gradient sum back from each. Ranks are separate processes that answer at once
+(no compute), so the figure is the exchange alone. The chord does the same exchange through
+Redis keys: the leader stores the parameters, one task per rank reads them and stores its
+gradient, a callback reads and sums the gradients, and the leader waits for the callback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from celery import Celery, chord
+
+from core.reduce import covering_nodes
+from worker.dataplane import RedisDataPlane
+from worker.messages import GRADS, PARAMS, STOP, decode, encode
+from worker.ranks import Mailboxes, RemoteRanks, plan_ranks
+
+PARAMS_COUNT = 100_000  # 400 KB of float32, as PEERS.md measured
+DATA_PLANE_URL = "redis://127.0.0.1:6379/9"
+CHORD_BROKER_URL = "redis://127.0.0.1:6379/10"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1e3
+    return {"median_ms": float(np.median(ms)), "p95_ms": float(np.percentile(ms, 95))}
+
+
+# --- shardtrain's exchange ------------------------------------------------------------------
+
+def _echo_rank(boxes: Mailboxes, rank: int, owned: list[int], shards: int) -> None:
+    """A rank that answers every PARAMS at once with a zero partial sum per node."""
+    plane = RedisDataPlane(DATA_PLANE_URL)
+    nodes = covering_nodes(0, shards, set(owned))
+    partial = np.zeros(PARAMS_COUNT, dtype=np.float32)
+    while (payload := plane.receive(boxes.rank(rank), 10.0)) is not None:
+        message = decode(payload, dtype=np.dtype(np.float32), size=PARAMS_COUNT)
+        if message.kind == STOP:
+            return
+        if message.kind == PARAMS:
+            plane.send(boxes.leader, encode(
+                GRADS, round=message.round, step=message.step, rank=rank, shards=owned,
+                losses=[0.0] * len(owned), nodes=nodes, vectors=[partial] * len(nodes)))
+
+
+def shardtrain_rounds(ranks: int, rounds: int) -> dict[str, float]:
+    boxes = Mailboxes(uuid.uuid4().hex, 1)
+    blocks = plan_ranks(ranks, ranks)  # one shard per rank
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_echo_rank, args=(boxes, rank, blocks[rank], ranks))
+                for rank in range(1, ranks)]
+    for child in children:
+        child.start()
+    params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32)
+    remote = RemoteRanks(RedisDataPlane(DATA_PLANE_URL), boxes,
+                         {rank: blocks[rank] for rank in range(1, ranks)}, ranks, params, 30.0)
+    remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
+    times = []
+    for step in range(rounds + 20):
+        start = time.perf_counter()
+        remote.begin(step, params)
+        for node in remote_nodes:
+            remote[node]
+        times.append(time.perf_counter() - start)
+    remote.close()
+    for child in children:
+        child.join(10)
+    return percentiles(times[20:])
+
+
+# --- the Celery chord ----------------------------------------------------------------------
+
+chord_app = Celery("bench-chord", broker=CHORD_BROKER_URL, backend=CHORD_BROKER_URL)
+chord_app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
+                      worker_prefetch_multiplier=1, broker_connection_retry_on_startup=True)
+_store = redis.Redis.from_url(DATA_PLANE_URL)
+
+
+@chord_app.task(name="bench.rank_step")
+def rank_step(key: str, rank: int) -> str:
+    params = np.frombuffer(_store.get(f"{key}:params") or b"", dtype=np.float32)
+    _store.set(f"{key}:grad{rank}", params.tobytes())
+    return f"{key}:grad{rank}"
+
+
+@chord_app.task(name="bench.reduce_step")
+def reduce_step(keys: list[str]) -> float:
+    total = np.zeros(PARAMS_COUNT, dtype=np.float32)
+    for payload in _store.mget(keys):
+        total += np.frombuffer(payload, dtype=np.float32)
+    return float(total[0])
+
+
+def chord_rounds(ranks: int, rounds: int) -> dict[str, float]:
+    redis.Redis.from_url(CHORD_BROKER_URL).flushdb()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.sync:chord_app", "worker",
+         f"--concurrency={ranks}", "--loglevel=WARNING", "-n", f"chord{uuid.uuid4().hex[:6]}@%h"],
+        cwd=ROOT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not chord_app.control.ping(timeout=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the chord benchmark's Celery worker did not start")
+        params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32).tobytes()
+        times = []
+        for step in range(rounds + 10):
+            key = f"bench:{step}"
+            start = time.perf_counter()
+            _store.set(f"{key}:params", params)
+            chord(rank_step.s(key, rank) for rank in range(ranks))(reduce_step.s()).get(
+                timeout=30)
+            times.append(time.perf_counter() - start)
+        return percentiles(times[10:])
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        _store.flushdb()
+
+
+def sync_results(quick: bool) -> list[dict[str, Any]]:
+    rounds = 100 if quick else 500
+    results = []
+    for ranks in (2, 4):
+        ours = shardtrain_rounds(ranks, rounds)
+        peer = chord_rounds(ranks, max(rounds // 5, 20))
+        print(f"sync {ranks} ranks, 400 KB: shardtrain {ours['median_ms']:.2f} ms "
+              f"(p95 {ours['p95_ms']:.2f}), Celery chord {peer['median_ms']:.2f} ms "
+              f"(p95 {peer['p95_ms']:.2f})", flush=True)
+        results.append({
+            "config": f"sync-{ranks}-ranks-400KB", "threads": 1, "metric": "round_ms",
+            "better": "lower", "ours": ours["median_ms"],
+            "peers": {"celery_chord": peer["median_ms"], "gloo_allreduce_peers_md": 0.75},
+            "extra": {"ours_p95_ms": ours["p95_ms"], "chord_p95_ms": peer["p95_ms"],
+                      "rounds": rounds, "ratio_chord_over_ours":
+                          peer["median_ms"] / ours["median_ms"]}})
+    return results
