@@ -2,9 +2,11 @@
 
 One round is what a leader pays per step beyond compute: the parameters out to every other
 rank, a partial gradient sum back from each. Ranks are separate processes that answer at once
-(no compute), so the figure is the exchange alone. The chord does the same exchange through
-Redis keys: the leader stores the parameters, one task per rank reads them and stores its
-gradient, a callback reads and sums the gradients, and the leader waits for the callback.
+(no compute), so the figure is the exchange alone: over the TCP links the service uses, and
+through Redis mailboxes (the design those links replaced, kept for the comparison). The chord
+does the same exchange through Redis keys: the leader stores the parameters, one task per rank
+reads them and stores its gradient, a callback reads and sums the gradients, and the leader
+waits for the callback.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import numpy as np
 import redis
 from celery import Celery, chord
 
-from core.reduce import covering_nodes
 from worker.dataplane import RedisDataPlane
-from worker.messages import GRADS, PARAMS, STOP, decode, encode
-from worker.ranks import Mailboxes, RemoteRanks, plan_ranks
+from worker.links import LinkClosed
+from worker.messages import GRADS, PARAMS, decode, encode
+from worker.ranks import Mailboxes, RemoteRanks, await_assignment, gather_ranks, join
 
 PARAMS_COUNT = 100_000  # 400 KB of float32, as PEERS.md measured
 DATA_PLANE_URL = "redis://127.0.0.1:6379/9"
@@ -39,32 +41,38 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 # --- shardtrain's exchange ------------------------------------------------------------------
 
-def _echo_rank(boxes: Mailboxes, rank: int, owned: list[int], shards: int) -> None:
-    """A rank that answers every PARAMS at once with a zero partial sum per node."""
+def _echo_rank(boxes: Mailboxes, rank: int, tcp: bool) -> None:
+    """A rank that answers every PARAMS at once with a zero partial sum for its one shard."""
     plane = RedisDataPlane(DATA_PLANE_URL)
-    nodes = covering_nodes(0, shards, set(owned))
+    join(plane, boxes, rank)
+    assignment = await_assignment(plane, boxes, rank, 30.0)
+    assert assignment is not None
+    owned, link = assignment
     partial = np.zeros(PARAMS_COUNT, dtype=np.float32)
-    while (payload := plane.receive(boxes.rank(rank), 10.0)) is not None:
-        message = decode(payload, dtype=np.dtype(np.float32), size=PARAMS_COUNT)
-        if message.kind == STOP:
-            return
-        if message.kind == PARAMS:
-            plane.send(boxes.leader, encode(
-                GRADS, round=message.round, step=message.step, rank=rank, shards=owned,
-                losses=[0.0] * len(owned), nodes=nodes, vectors=[partial] * len(nodes)))
+    try:
+        while True:
+            message = decode(link.receive(30.0), dtype=np.dtype(np.float32), size=PARAMS_COUNT)
+            if message.kind == PARAMS:
+                link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
+                                 shards=owned, losses=[0.0], nodes=[(owned[0], owned[0] + 1)],
+                                 vectors=[partial]))
+    except LinkClosed:
+        return
 
 
-def shardtrain_rounds(ranks: int, rounds: int) -> dict[str, float]:
+def shardtrain_rounds(ranks: int, rounds: int, *, tcp: bool) -> dict[str, float]:
+    """Rounds over TCP links (the design) or through Redis mailboxes (what it replaced)."""
     boxes = Mailboxes(uuid.uuid4().hex, 1)
-    blocks = plan_ranks(ranks, ranks)  # one shard per rank
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_echo_rank, args=(boxes, rank, blocks[rank], ranks))
+    children = [context.Process(target=_echo_rank, args=(boxes, rank, tcp))
                 for rank in range(1, ranks)]
     for child in children:
         child.start()
+    plane = RedisDataPlane(DATA_PLANE_URL)
+    team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0, "127.0.0.1" if tcp else None,
+                        30.0)
     params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32)
-    remote = RemoteRanks(RedisDataPlane(DATA_PLANE_URL), boxes,
-                         {rank: blocks[rank] for rank in range(1, ranks)}, ranks, params, 30.0)
+    remote = RemoteRanks(team, ranks, params, 30.0)
     remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
     times = []
     for step in range(rounds + 20):
@@ -133,16 +141,19 @@ def sync_results(quick: bool) -> list[dict[str, Any]]:
     rounds = 100 if quick else 500
     results = []
     for ranks in (2, 4):
-        ours = shardtrain_rounds(ranks, rounds)
+        ours = shardtrain_rounds(ranks, rounds, tcp=True)
+        mailboxes = shardtrain_rounds(ranks, rounds, tcp=False)
         peer = chord_rounds(ranks, max(rounds // 5, 20))
-        print(f"sync {ranks} ranks, 400 KB: shardtrain {ours['median_ms']:.2f} ms "
-              f"(p95 {ours['p95_ms']:.2f}), Celery chord {peer['median_ms']:.2f} ms "
-              f"(p95 {peer['p95_ms']:.2f})", flush=True)
+        print(f"sync {ranks} ranks, 400 KB: shardtrain over TCP links {ours['median_ms']:.3f} ms"
+              f" (p95 {ours['p95_ms']:.3f}); through Redis mailboxes "
+              f"{mailboxes['median_ms']:.3f} ms (p95 {mailboxes['p95_ms']:.3f}); Celery chord "
+              f"{peer['median_ms']:.2f} ms (p95 {peer['p95_ms']:.2f})", flush=True)
         results.append({
             "config": f"sync-{ranks}-ranks-400KB", "threads": 1, "metric": "round_ms",
             "better": "lower", "ours": ours["median_ms"],
             "peers": {"celery_chord": peer["median_ms"], "gloo_allreduce_peers_md": 0.75},
             "extra": {"ours_p95_ms": ours["p95_ms"], "chord_p95_ms": peer["p95_ms"],
-                      "rounds": rounds, "ratio_chord_over_ours":
-                          peer["median_ms"] / ours["median_ms"]}})
+                      "redis_mailboxes_ms": mailboxes["median_ms"],
+                      "redis_mailboxes_p95_ms": mailboxes["p95_ms"], "rounds": rounds,
+                      "ratio_chord_over_ours": peer["median_ms"] / ours["median_ms"]}})
     return results

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from core.training import Trainer
 from db.settings import Settings
 from worker.dataplane import data_plane
+from worker.links import local_address
 from worker.planning import choose_ranks, free_worker_slots
 from worker.ranks import Mailboxes, RemoteRanks, gather_ranks
 
@@ -55,12 +56,16 @@ def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settin
     boxes = Mailboxes(job_id, attempt)
     for rank in range(1, wanted):
         (launch or launch_by_name)(job_id, attempt, rank)
-    members = gather_ranks(plane, boxes, wanted - 1, trainer.spec.shards, settings.rank_join_s)
-    log.info("job %s: %d of %d ranks joined", job_id, 1 + len(members), wanted)
-    if not members:
-        plane.drop(boxes.leader)
+    # Ranks in other processes link to this one over TCP, at the address it has on the way
+    # to Redis; without Redis they are threads here and link through memory.
+    listen_on = local_address(settings.redis_url) if settings.redis_url else None
+    team = gather_ranks(plane, boxes, wanted - 1, trainer.spec.shards, settings.rank_join_s,
+                        listen_on, settings.rank_timeout_s)
+    plane.drop(boxes.leader)
+    log.info("job %s: %d of %d ranks joined", job_id, 1 + len(team.members), wanted)
+    if not team.members:
         return None
-    remote = RemoteRanks(plane, boxes, members, trainer.spec.shards, trainer.params,
-                         settings.rank_timeout_s)
+    remote = RemoteRanks(team, trainer.spec.shards, trainer.params, settings.rank_timeout_s,
+                         job_id)
     trainer.remote = remote
     return remote

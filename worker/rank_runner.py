@@ -10,8 +10,7 @@ from db.models import Job
 from db.settings import Settings, get_settings
 from worker.dataplane import data_plane
 from worker.loading import load_input
-from worker.messages import ASSIGN, JOIN, decode, encode
-from worker.ranks import Mailboxes, serve_rank
+from worker.ranks import Mailboxes, await_assignment, join, serve_rank
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +26,18 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
             return "not needed"  # the job ended, or its leader restarted, before this ran
     plane = data_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
-    plane.send(boxes.leader, encode(JOIN, rank=rank))
-    payload = plane.receive(boxes.rank(rank), settings.rank_join_s + settings.rank_timeout_s)
-    if payload is None or (assigned := decode(payload)).kind != ASSIGN:
-        return "not needed"  # joined too late: the leader trains without this rank
+    join(plane, boxes, rank)
+    # Load while the leader gathers its ranks: the join window is short, loading may not be.
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         assert job is not None
         data = load_input(session, job)
     job_data = JobData.prepare(data.spec, data.X, data.y)
-    served = serve_rank(plane, boxes, rank, job_data, assigned.shards.tolist(),
-                        settings.rank_timeout_s)
+    assignment = await_assignment(plane, boxes, rank,
+                                  settings.rank_join_s + settings.rank_timeout_s)
+    if assignment is None:
+        return "not needed"  # joined too late: the leader trains without this rank
+    owned, link = assignment
+    served = serve_rank(link, rank, job_data, owned, settings.rank_timeout_s)
     log.info("rank %d of job %s served %d steps", rank, job_id, served)
     return f"served {served} steps"

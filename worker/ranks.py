@@ -3,14 +3,20 @@
 Rank 0 (the leader) owns the parameters and the optimizer. At each step it sends the
 parameters to every other rank; each rank computes the gradients of its shards and sends back
 their partial sums over the fixed reduction tree (``core.reduce``); the leader completes the
-tree with its own shards and steps. A rank that does not answer within ``rank_timeout_s`` is
-dropped and its shards are computed by the leader from then on; since the reduction order
-depends on the shard count alone, that changes the time a job takes, never its result.
+tree with its own shards and steps. A rank whose link breaks, or that stays silent for
+``rank_timeout_s``, is dropped and its shards are computed by the leader from then on; since
+the reduction order depends on the shard count alone, that changes the time a job takes,
+never its result.
+
+Joining goes through the data plane's mailboxes (``worker.dataplane``); the steps go over one
+link per rank (``worker.links``): a TCP connection when the ranks are processes, in-memory
+mailboxes when they are threads of one process.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +26,8 @@ from core.optimizers import gradient_scale
 from core.reduce import Node, covering_nodes, spare_buffers, tree_sum
 from core.training import RankLost
 from worker.dataplane import DataPlane
-from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, STOP, decode, encode
+from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
+from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +46,60 @@ class Mailboxes:
     def rank(self, rank: int) -> str:
         return f"shardtrain:{self.job_id}:{self.attempt}:rank{rank}"
 
+    def from_rank(self, rank: int) -> str:
+        return f"shardtrain:{self.job_id}:{self.attempt}:from{rank}"
+
 
 def plan_ranks(shards: int, ranks: int) -> list[list[int]]:
     """Contiguous blocks of near-equal size, rank 0 first (so the leader's come first)."""
     return [block.tolist() for block in np.array_split(np.arange(shards), ranks)]
 
 
+@dataclass
+class Team:
+    """The ranks that joined, their shards and their links."""
+
+    members: dict[int, list[int]]
+    links: dict[int, Link]
+
+
+def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, window: float,
+                 listen_on: str | None, timeout: float) -> Team:
+    """Wait up to ``window`` s for ranks 1..wanted to join and give each joiner its block of
+    shards. Blocks of ranks that did not join stay with the leader, so a busy cluster never
+    makes a job wait for capacity it does not have. ``listen_on`` is the address to accept
+    the ranks' TCP links on; None links them through the data plane (one process)."""
+    deadline = time.monotonic() + window
+    joined: set[int] = set()
+    while len(joined) < wanted and (left := deadline - time.monotonic()) > 0:
+        payload = plane.receive(boxes.leader, left)
+        if payload is not None and (message := decode(payload)).kind == JOIN:
+            joined.add(message.rank)
+    blocks = plan_ranks(shards, 1 + len(joined))
+    members = {rank: blocks[i] for i, rank in enumerate(sorted(joined), start=1)}
+    listener = Listener(listen_on) if listen_on is not None and members else None
+    text = f"{listener.address} {listener.secret}" if listener else ""
+    for rank, owned in members.items():
+        plane.send(boxes.rank(rank),
+                   b"".join(encode(ASSIGN, rank=rank, shards=owned, text=text)))
+    links: dict[int, Link]
+    if listener is None:
+        links = {rank: MailboxLink(plane, boxes.rank(rank), boxes.from_rank(rank))
+                 for rank in members}
+    else:
+        links = dict(listener.accept(set(members), timeout))
+        listener.close()
+    return Team({rank: members[rank] for rank in links}, links)
+
+
 class RemoteRanks:
     """The leader's side of the exchange (``core.training.RemoteShards``)."""
 
-    def __init__(self, plane: DataPlane, boxes: Mailboxes, members: dict[int, list[int]],
-                 shards: int, params: np.ndarray, timeout: float) -> None:
-        self._plane, self._boxes, self._shards = plane, boxes, shards
-        self._members = dict(members)
+    def __init__(self, team: Team, shards: int, params: np.ndarray, timeout: float,
+                 job_id: str = "") -> None:
+        self._members, self._links = dict(team.members), dict(team.links)
+        self._shards, self._timeout, self._job_id = shards, timeout, job_id
         self._dtype, self._size = params.dtype, params.size
-        self._timeout = timeout
         self._round = 0
         self._received: dict[Node, np.ndarray] = {}
         self._losses: dict[int, float] = {}
@@ -74,22 +120,27 @@ class RemoteRanks:
         self._received.clear()
         self._losses.clear()
         payload = encode(PARAMS, round=self._round, step=step, vectors=[params])
-        for rank in self._members:
-            self._plane.send(self._boxes.rank(rank), payload)
+        for rank, link in list(self._links.items()):
+            try:
+                link.send(payload)
+            except LinkClosed:
+                self._drop(rank)
 
     def __contains__(self, node: object) -> bool:
         return node in self._owner
 
     def __getitem__(self, node: Node) -> np.ndarray:
+        rank = self._owner[node]
         while node not in self._received:
-            payload = self._plane.receive(self._boxes.leader, self._timeout)
-            if payload is None:
-                self._drop(self._owner[node])
-                raise RankLost(node)
+            try:
+                payload = self._links[rank].receive(self._timeout)
+            except LinkClosed:
+                self._drop(rank)
+                raise RankLost(node) from None
             message = decode(payload, dtype=self._dtype, size=self._size)
-            if message.kind == JOIN:  # too late for this attempt's plan
-                self._plane.send(self._boxes.rank(message.rank), encode(STOP))
-            elif message.kind == GRADS and message.round == self._round:
+            if message.kind == GRADS and message.round == self._round:
+                # Views of the link's buffer: the tree sum copies them before the link's
+                # next receive, which is the next round's.
                 for bounds, vector in zip(message.nodes, message.vectors, strict=True):
                     self._received[(int(bounds[0]), int(bounds[1]))] = vector
                 self._losses.update(zip(message.shards.tolist(), message.losses.tolist(),
@@ -101,42 +152,44 @@ class RemoteRanks:
 
     def _drop(self, rank: int) -> None:
         log.warning("rank %d of job %s stopped answering; its shards %s move to the leader",
-                    rank, self._boxes.job_id, self._members[rank])
+                    rank, self._job_id, self._members[rank])
         del self._members[rank]
-        self._plane.send(self._boxes.rank(rank), encode(STOP))
+        self._links.pop(rank).close()
         self._replan()
 
     def close(self) -> None:
-        for rank in self._members:
-            self._plane.send(self._boxes.rank(rank), encode(STOP))
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
         self._members.clear()
-        self._plane.drop(self._boxes.leader)
 
 
-def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int,
-                 window: float) -> dict[int, list[int]]:
-    """Wait up to ``window`` s for ranks 1..wanted to join; give each joiner its block of
-    shards. Ranks that did not join are simply not part of the plan: their blocks stay with
-    the leader, so a busy cluster never makes a job wait for capacity it does not have."""
-    import time
-
-    deadline = time.monotonic() + window
-    joined: set[int] = set()
-    while len(joined) < wanted and (left := deadline - time.monotonic()) > 0:
-        payload = plane.receive(boxes.leader, left)
-        if payload is not None and (message := decode(payload)).kind == JOIN:
-            joined.add(message.rank)
-    blocks = plan_ranks(shards, 1 + len(joined))
-    members = {rank: blocks[i] for i, rank in enumerate(sorted(joined), start=1)}
-    for rank, owned in members.items():
-        plane.send(boxes.rank(rank), encode(ASSIGN, rank=rank, shards=owned))
-    return members
+def join(plane: DataPlane, boxes: Mailboxes, rank: int) -> None:
+    plane.send(boxes.leader, b"".join(encode(JOIN, rank=rank)))
 
 
-def serve_rank(plane: DataPlane, boxes: Mailboxes, rank: int, job: JobData, owned: list[int],
-               timeout: float) -> int:
-    """Compute this rank's partial sums for every step the leader sends, until told to stop
-    or the leader falls silent; returns the number of steps served."""
+def await_assignment(plane: DataPlane, boxes: Mailboxes, rank: int,
+                     timeout: float) -> tuple[list[int], Link] | None:
+    """This rank's shards and its link to the leader, or None when the leader runs without
+    it (it joined too late, or the leader is gone)."""
+    payload = plane.receive(boxes.rank(rank), timeout)
+    if payload is None or (assigned := decode(payload)).kind != ASSIGN:
+        return None
+    owned = assigned.shards.tolist()
+    if not assigned.text:
+        return owned, MailboxLink(plane, boxes.from_rank(rank), boxes.rank(rank))
+    address, secret = assigned.text.split(" ", 1)
+    try:
+        return owned, connect(address, rank, secret, timeout)
+    except OSError:
+        log.warning("rank %d of job %s could not reach its leader at %s", rank, boxes.job_id,
+                    address)
+        return None
+
+
+def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
+    """Compute this rank's partial sums for every step the leader sends, until the link
+    closes or the leader falls silent; returns the number of steps served."""
     net = job.net
     shard_set = ShardSet(job, owned)
     nodes = covering_nodes(0, job.spec.shards, set(owned))
@@ -144,28 +197,29 @@ def serve_rank(plane: DataPlane, boxes: Mailboxes, rank: int, job: JobData, owne
     spare = spare_buffers(max(hi - lo for lo, hi in nodes), sums[0])
     params = net.empty()
     fold = gradient_scale(job.spec.optimizer)  # as the leader's Trainer folds it
+    losses: dict[int, float] = {}
+    step = 0
+
+    def leaf(shard: int, out: np.ndarray) -> None:
+        losses[shard] = shard_set.gradient(shard, step, params, out,
+                                           fold / job.step_rows(step))[0]
+
     served = 0
-    while True:
-        payload = plane.receive(boxes.rank(rank), timeout)
-        if payload is None:
-            log.warning("rank %d of job %s: the leader fell silent", rank, boxes.job_id)
-            return served
-        message = decode(payload, dtype=net.dtype, size=net.n_params)
-        if message.kind == STOP:
-            return served
-        if message.kind != PARAMS:
-            continue
-        params[...] = message.vectors[0]
-        step, scale = message.step, fold / job.step_rows(message.step)
-        losses: dict[int, float] = {}
-
-        def leaf(shard: int, out: np.ndarray, step: int = step, scale: float = scale,
-                 losses: dict[int, float] = losses) -> None:
-            losses[shard] = shard_set.gradient(shard, step, params, out, scale)[0]
-
-        for (lo, hi), out in zip(nodes, sums, strict=True):
-            tree_sum(lo, hi, leaf, out, spare)
-        plane.send(boxes.leader, encode(
-            GRADS, round=message.round, step=step, rank=rank, shards=list(losses),
-            losses=list(losses.values()), nodes=nodes, vectors=sums))
-        served += 1
+    try:
+        while True:
+            message = decode(link.receive(timeout), dtype=net.dtype, size=net.n_params)
+            if message.kind != PARAMS:
+                continue
+            params[...] = message.vectors[0]
+            step = message.step
+            losses.clear()
+            for (lo, hi), out in zip(nodes, sums, strict=True):
+                tree_sum(lo, hi, leaf, out, spare)
+            link.send(encode(GRADS, round=message.round, step=step, rank=rank,
+                             shards=list(losses), losses=list(losses.values()), nodes=nodes,
+                             vectors=sums))
+            served += 1
+    except LinkClosed:
+        return served
+    finally:
+        link.close()

@@ -15,8 +15,16 @@ from core.training import Trainer
 from tests.utils.data import blobs
 from tests.utils.services import redis_url
 from worker.dataplane import DataPlane, MemoryDataPlane, RedisDataPlane
-from worker.messages import JOIN, encode
-from worker.ranks import Mailboxes, RemoteRanks, gather_ranks, plan_ranks, serve_rank
+from worker.links import Buffers, Link, LinkClosed
+from worker.ranks import (
+    Mailboxes,
+    RemoteRanks,
+    await_assignment,
+    gather_ranks,
+    join,
+    plan_ranks,
+    serve_rank,
+)
 
 SPEC = TrainSpec(model=ModelSpec(hidden=(12,), activation="tanh"),
                  optimizer=OptimizerSpec(name="adam", lr=0.01), epochs=3, batch_size=40,
@@ -24,30 +32,27 @@ SPEC = TrainSpec(model=ModelSpec(hidden=(12,), activation="tanh"),
 X, Y = blobs(n=300, seed=3, dtype=np.float32)
 
 
-def _train(plane: DataPlane, ranks: int, *, kill_rank_after: int | None = None,
-           timeout: float = 5.0) -> Trainer:
+def _train(plane: DataPlane, listen_on: str | None, ranks: int, *,
+           dying_rank_sends: int | None = None) -> Trainer:
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     threads = []
     for rank in range(1, ranks):
         def run(rank: int = rank) -> None:
-            plane.send(boxes.leader, encode(JOIN, rank=rank))
-            from worker.messages import decode
-
-            assigned = decode(plane.receive(boxes.rank(rank), 5.0) or b"")
+            join(plane, boxes, rank)
             job = JobData.prepare(SPEC, X, Y)
-            if kill_rank_after is not None and rank == ranks - 1:
-                # A rank that dies: it serves a few steps, then never answers again.
-                limited = _Limited(plane, kill_rank_after)
-                serve_rank(limited, boxes, rank, job, assigned.shards.tolist(), timeout)
-            else:
-                serve_rank(plane, boxes, rank, job, assigned.shards.tolist(), timeout)
+            assignment = await_assignment(plane, boxes, rank, 10.0)
+            assert assignment is not None
+            owned, link = assignment
+            if dying_rank_sends is not None and rank == ranks - 1:
+                link = _Dying(link, dying_rank_sends)
+            serve_rank(link, rank, job, owned, 10.0)
 
         threads.append(threading.Thread(target=run, daemon=True))
         threads[-1].start()
-    members = gather_ranks(plane, boxes, ranks - 1, SPEC.shards, window=5.0)
-    assert len(members) == ranks - 1
+    team = gather_ranks(plane, boxes, ranks - 1, SPEC.shards, 5.0, listen_on, 5.0)
+    assert len(team.members) == ranks - 1
     leader = Trainer(SPEC, X, Y)
-    remote = RemoteRanks(plane, boxes, members, SPEC.shards, leader.params, timeout=1.0)
+    remote = RemoteRanks(team, SPEC.shards, leader.params, timeout=1.0)
     leader.remote = remote
     events = list(leader.steps())
     remote.close()
@@ -57,22 +62,24 @@ def _train(plane: DataPlane, ranks: int, *, kill_rank_after: int | None = None,
     return leader
 
 
-class _Limited:
-    """A data plane through which a rank goes silent after ``sends`` replies."""
+class _Dying:
+    """A rank's link that dies after ``sends`` replies, as when the rank is killed."""
 
-    def __init__(self, plane: DataPlane, sends: int) -> None:
-        self._plane, self._left = plane, sends
+    def __init__(self, link: Link, sends: int) -> None:
+        self._link, self._left = link, sends
 
-    def send(self, mailbox: str, payload: bytes) -> None:
-        if self._left > 0:
-            self._left -= 1
-            self._plane.send(mailbox, payload)
+    def send(self, parts: Buffers) -> None:
+        self._left -= 1
+        if self._left < 0:
+            self._link.close()
+            raise LinkClosed("killed")
+        self._link.send(parts)
 
-    def receive(self, mailbox: str, timeout: float) -> bytes | None:
-        return self._plane.receive(mailbox, timeout) if self._left > 0 else None
+    def receive(self, timeout: float) -> bytes | memoryview:
+        return self._link.receive(timeout)
 
-    def drop(self, *mailboxes: str) -> None:
-        self._plane.drop(*mailboxes)
+    def close(self) -> None:
+        self._link.close()
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +89,29 @@ def reference() -> Trainer:
     return trainer
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.services)])
-def plane(request: pytest.FixtureRequest) -> Iterator[DataPlane]:
-    yield MemoryDataPlane() if request.param == "memory" else RedisDataPlane(redis_url())
+Transport = tuple[DataPlane, str | None]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis+tcp", marks=pytest.mark.services)])
+def transport(request: pytest.FixtureRequest) -> Iterator[Transport]:
+    """In one process: mailboxes in memory. Across processes: Redis to join, TCP to step."""
+    if request.param == "memory":
+        yield MemoryDataPlane(), None
+    else:
+        yield RedisDataPlane(redis_url()), "127.0.0.1"
 
 
 @pytest.mark.parametrize("ranks", [2, 3, 5])
-def test_any_number_of_ranks_gives_the_single_process_bits(plane: DataPlane, ranks: int,
+def test_any_number_of_ranks_gives_the_single_process_bits(transport: Transport, ranks: int,
                                                            reference: Trainer) -> None:
-    trained = _train(plane, ranks)
+    trained = _train(*transport, ranks)
     assert np.array_equal(trained.params, reference.params)
     assert trained.events == reference.events  # type: ignore[attr-defined]
 
 
-def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(plane: DataPlane,
+def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(transport: Transport,
                                                                   reference: Trainer) -> None:
-    trained = _train(plane, 3, kill_rank_after=7)
+    trained = _train(*transport, 3, dying_rank_sends=7)
     assert np.array_equal(trained.params, reference.params)
 
 
