@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,29 @@ class TrainingInput:
     init: dict[str, np.ndarray] | None
 
 
+# Decoded datasets kept by this worker process, by content hash: the next job on the same data
+# (a sweep, a retry, the other ranks' next job) starts without reading and decoding it again.
+CACHED_DATASETS = 2
+_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of ``dataset``, shared read-only between the jobs of this process."""
+    with _cache_lock:
+        if dataset.sha256 in _cache:
+            _cache.move_to_end(dataset.sha256)
+            return _cache[dataset.sha256]
+    arrays = from_npz(dataset.content)
+    X, y = arrays["X"], arrays["y"]
+    X.flags.writeable = y.flags.writeable = False
+    with _cache_lock:
+        _cache[dataset.sha256] = X, y
+        while len(_cache) > CACHED_DATASETS:
+            _cache.popitem(last=False)
+    return X, y
+
+
 def numeric_spec(spec: dict[str, Any]) -> TrainSpec:
     """The core's part of a stored job spec (the service fields are the API's business)."""
     return TrainSpec.from_dict({k: v for k, v in spec.items()
@@ -36,7 +61,7 @@ def load_input(session: Session, job: Job) -> TrainingInput:
     dataset = session.get(Dataset, job.dataset_id)
     if dataset is None:
         raise InvalidDataError(f"dataset {job.dataset_id} no longer exists")
-    arrays = from_npz(dataset.content)
+    X, y = dataset_arrays(dataset)
     init = None
     init_id = job.spec.get("init")
     if init_id:
@@ -46,4 +71,4 @@ def load_input(session: Session, job: Job) -> TrainingInput:
             raise InvalidDataError(f"init job {init_id} has no final weights")
         init = from_npz(weights.data)
     return TrainingInput(spec=numeric_spec(job.spec), submitted=dict(job.spec),
-                         X=arrays["X"], y=arrays["y"], init=init)
+                         X=X, y=y, init=init)
