@@ -26,17 +26,16 @@ def launch_by_name(job_id: str, attempt: int, rank: int) -> None:
 
 
 def rank_limit(trainer: Trainer, cap: object, settings: Settings) -> int:
-    """The most ranks this job may use now: its shards, its spec's cap, the idle workers."""
-    if trainer.local:
-        return 1  # local SGD keeps every replica on one rank
-    limit = trainer.spec.shards
-    if isinstance(cap, int):
-        limit = min(limit, cap)
-    if limit == 1 or settings.is_embedded:
-        return 1  # the embedded worker is this very thread
+    """The most ranks this job may use: its shards and its spec's cap (idle workers aside)."""
+    if trainer.local or settings.is_embedded:
+        return 1  # local SGD keeps every replica here; the embedded worker is this thread
+    return min(trainer.spec.shards, cap) if isinstance(cap, int) else trainer.spec.shards
+
+
+def idle_workers() -> int:
     from worker.app import celery_app
 
-    return min(limit, 1 + free_worker_slots(celery_app))
+    return free_worker_slots(celery_app)
 
 
 def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settings: Settings,
@@ -46,10 +45,12 @@ def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settin
     ``cap`` is the spec's ``max_workers``: a number asks for that many ranks (as far as there
     are idle workers), ``auto`` lets the cost model choose."""
     net = trainer.job.net
-    limit = rank_limit(trainer, cap, settings)
-    wanted = limit if isinstance(cap, int) else choose_ranks(
-        sizes=net.sizes, batch_size=trainer.spec.batch_size, param_bytes=trainer.params.nbytes,
-        limit=limit)
+    wanted = rank_limit(trainer, cap, settings)
+    if not isinstance(cap, int):
+        wanted = choose_ranks(sizes=net.sizes, batch_size=trainer.spec.batch_size,
+                              param_bytes=trainer.params.nbytes, limit=wanted)
+    if wanted > 1:  # only then is it worth asking the workers
+        wanted = min(wanted, 1 + idle_workers())
     if wanted == 1:
         return None
     plane = data_plane(settings.redis_url)

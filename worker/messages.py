@@ -44,7 +44,7 @@ def encode(kind: bytes, *, round: int = 0, step: int = 0, rank: int = 0,
         _HEADER.pack(kind, round, step, rank),
         _COUNTS.pack(len(shard_ids), len(loss_values), len(node_bounds), len(encoded_text)),
         shard_ids.tobytes(), loss_values.tobytes(), node_bounds.tobytes(), encoded_text])
-    return [head, *(memoryview(v).cast("B") for v in vectors or [])]
+    return [head, *(v.data.cast("B") for v in vectors or [])]
 
 
 def decode(payload: bytes | memoryview, *, dtype: np.dtype | None = None,

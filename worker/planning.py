@@ -8,6 +8,7 @@ choice only changes how fast a job runs, never its result (SPEC section 4.3).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 
@@ -36,14 +37,28 @@ def choose_ranks(*, sizes: tuple[int, ...], batch_size: int, param_bytes: int,
                key=lambda p: step_seconds(sizes, batch_size, p, param_bytes))
 
 
-def free_worker_slots(app: Celery, timeout: float = 0.5) -> int:
-    """Idle task slots across the live workers, by asking them (0 if none answers)."""
+def free_worker_slots(app: Celery, timeout: float = 0.2) -> int:
+    """Idle workers, by asking them what they run (0 if none answers).
+
+    One broadcast, answered within milliseconds by every live worker: the wait is the
+    timeout, paid only by jobs the cost model would spread. A worker running nothing counts
+    as one free slot, whatever its concurrency: compose runs one slot per worker, and an
+    undercount only keeps a job on fewer ranks."""
     try:
-        inspect = app.control.inspect(timeout=timeout)
-        stats = inspect.stats() or {}
-        active = inspect.active() or {}
+        active = _ask(app, "active", timeout)
     except Exception as exc:  # an unreachable broker means no known capacity, not a failure
         log.warning("could not ask the workers for capacity: %s", exc)
         return 0
-    return sum(max(0, info.get("pool", {}).get("max-concurrency", 1) - len(active.get(name, [])))
-               for name, info in stats.items())
+    return sum(1 for tasks in active.values() if not tasks)
+
+
+def _ask(app: Celery, command: str, timeout: float) -> dict[str, Any]:
+    """The workers' replies to one inspect ``command``, on a broker connection of its own.
+
+    An inspect without a limit ends by timing out, which leaves its Redis connection with a
+    BRPOP in flight on the reply queue; the replies to the next broadcast on that connection
+    are then lost (kombu 5 with Redis), so a shared connection made ``active`` read as "none"
+    (a busy worker counted as idle) or ``stats`` as "no workers" (a job kept to one rank)."""
+    with app.connection_for_write() as connection:
+        replies = getattr(app.control.inspect(timeout=timeout, connection=connection), command)()
+    return replies or {}
