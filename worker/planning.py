@@ -37,7 +37,7 @@ def choose_ranks(*, sizes: tuple[int, ...], batch_size: int, param_bytes: int,
                key=lambda p: step_seconds(sizes, batch_size, p, param_bytes))
 
 
-def free_worker_slots(app: Celery, timeout: float = 0.2) -> int:
+def free_worker_slots(app: Celery, timeout: float = 0.1) -> int:
     """Idle workers, by asking them what they run (0 if none answers).
 
     One broadcast, answered within milliseconds by every live worker: the wait is the
