@@ -2,15 +2,20 @@
 
     client = Client("http://127.0.0.1:8000", token)
     dataset = client.upload_dataset("digits.npz")
-    job = client.wait(client.submit({"dataset": dataset["id"], "epochs": 20})["id"])
+    job = client.submit({"dataset": dataset["id"], "epochs": 20})
+    for event in client.events(job["id"]):       # live progress until the job ends
+        print(event.kind, event.data.get("step"), event.data.get("train_loss"))
+    job = client.wait(job["id"])                 # or poll until it ends
     history = client.history(job["id"])          # numpy arrays by column
     weights = client.weights(job["id"])          # {"W1": ..., "b1": ..., ...}
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,53 @@ def _describe(detail: Any) -> str:
     return str(detail)
 
 
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event of ``GET /v1/jobs/{id}/events``.
+
+    ``kind`` is ``progress`` (``data``: one step, see ``api.schemas.events``; ``id``: the
+    step) or ``status`` (``data``: the whole job, as ``Client.job`` returns it).
+    """
+
+    kind: str
+    data: dict[str, Any]
+    id: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """The job has ended: this is the stream's last event."""
+        return self.kind == "status" and self.data.get("status") in FINISHED
+
+
+@dataclass
+class _Fields:
+    """The fields of the event being read, until the blank line that dispatches it."""
+
+    kind: str = "message"
+    data: list[str] = field(default_factory=list)
+    id: str | None = None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
+    """Events of a ``text/event-stream``, given line by line (the subset the API sends:
+    ``event``, ``data``, ``id``; ``retry`` and comments are skipped)."""
+    fields = _Fields()
+    for line in lines:
+        if not line:
+            if fields.data:
+                yield Event(fields.kind, json.loads("\n".join(fields.data)), fields.id)
+            fields = _Fields()
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            fields.kind = value
+        elif name == "data":
+            fields.data.append(value)
+        elif name == "id":
+            fields.id = value
+
+
 class Client:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -56,8 +108,8 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._http.request(method, path, **kwargs)
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
         if response.is_error:
             try:
                 detail = response.json().get("detail", response.text)
@@ -65,6 +117,9 @@ class Client:
                 detail = response.text
             raise ApiError(response.status_code, detail)
         return response
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self._check(self._http.request(method, path, **kwargs))
 
     def upload_dataset(self, source: str | Path | bytes, *, name: str | None = None,
                        content_type: str | None = None, target: str | None = None
@@ -102,6 +157,40 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
             time.sleep(poll_s)
+
+    def events(self, job_id: str, *, since_step: int | None = None,
+               retries: int = 5) -> Iterator[Event]:
+        """The job's events (``GET /v1/jobs/{id}/events``) until it ends, the last one a
+        final ``status``; only the steps after ``since_step`` when given.
+
+        A dropped connection is resumed with ``Last-Event-ID``, so no step is missed or
+        repeated; ``retries`` failures in a row (with backoff) give up with the error.
+        """
+        last = str(since_step) if since_step is not None else None
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": last} if last is not None else {}
+            error: Exception
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events",
+                                       headers=headers) as response:
+                    if response.is_error:
+                        response.read()
+                        self._check(response)
+                    for event in parse_sse(response.iter_lines()):
+                        failures = 0
+                        last = event.id or last
+                        yield event
+                        if event.final:
+                            return
+                error = ConnectionError(f"the events of job {job_id} stopped before it ended")
+            except httpx.TransportError as dropped:
+                error = dropped
+            # Dropped, or closed early by a restarting server: resume after a pause.
+            failures += 1
+            if failures > retries:
+                raise error
+            time.sleep(min(0.25 * 2 ** failures, 5.0))
 
     def history(self, job_id: str, *, since_step: int | None = None,
                 max_points: int | None = None) -> dict[str, np.ndarray]:

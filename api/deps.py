@@ -42,6 +42,14 @@ def session_factory(database_url: str) -> SessionFactory:
     return make_session_factory(make_engine(database_url))
 
 
+def get_sessions(settings: SettingsDep) -> SessionFactory:
+    """The factory of the app's database, for work that outlives a request's session."""
+    return session_factory(settings.database_url)
+
+
+SessionsDep = Annotated[SessionFactory, Depends(get_sessions)]
+
+
 def get_session(settings: SettingsDep) -> Iterator[Session]:
     """One transaction per request: committed if the route returns, else rolled back. Routes
     that hand work to the workers commit before enqueueing."""
@@ -50,6 +58,9 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+# Closed when the route function returns, before the response is sent: a streamed response
+# (Server-Sent Events) must not hold a pooled connection for as long as a client listens.
+RouteSessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(auto_error=False, description="A token from `shardtrain token create`.")
 
@@ -59,10 +70,10 @@ def _unauthorized(message: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_current_tenant(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Tenant:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Tenant:
     # HTTPBearer yields None for a missing header and for any scheme other than Bearer.
     if credentials is None:
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
@@ -70,6 +81,10 @@ def get_current_tenant(
     if tenant is None:
         raise _unauthorized("unknown or revoked token")
     return tenant
+
+
+def get_current_tenant(session: SessionDep, credentials: Credentials) -> Tenant:
+    return _authenticate(session, credentials)
 
 
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
@@ -97,13 +112,26 @@ def get_model_cache(request: Request) -> ModelCache:
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 
 
-def get_tenant_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Job:
-    """The job of the path, if it is the tenant's: another tenant's job is as absent as one
-    that never existed."""
+def _tenant_job(session: Session, tenant: Tenant, job_id: str) -> Job:
+    # Another tenant's job is as absent as one that never existed.
     job = get_job(session, tenant_id=tenant.id, job_id=job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no job {job_id}")
     return job
 
 
+def get_tenant_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Job:
+    """The job of the path, if it is the tenant's."""
+    return _tenant_job(session, tenant, job_id)
+
+
 TenantJob = Annotated[Job, Depends(get_tenant_job)]
+
+
+def get_streamed_job(job_id: str, session: RouteSessionDep, credentials: Credentials) -> Job:
+    """``get_tenant_job`` for streaming routes: the job is read, detached, and the session
+    closed before the stream starts (the route polls with sessions of its own)."""
+    return _tenant_job(session, _authenticate(session, credentials), job_id)
+
+
+StreamedJob = Annotated[Job, Depends(get_streamed_job)]

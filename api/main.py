@@ -5,15 +5,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimitMiddleware
+from api.deps import session_factory
 from api.errors import install_error_handlers
 from api.model_cache import ModelCache
-from api.routes import datasets, health, jobs, results
+from api.monitoring import RequestLatencyMiddleware, ServiceCollector, request_histogram
+from api.queue import queue_depth
+from api.routes import datasets, events, health, jobs, monitoring, pages, results
 from db.settings import Settings, get_settings
+
+# A scrape waits at most this long for the broker's queue depth.
+QUEUE_DEPTH_TIMEOUT_S = 1.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,10 +34,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.models = ModelCache()
+    app.state.metrics = registry = CollectorRegistry()
+    registry.register(ServiceCollector(
+        partial(session_factory, settings.database_url),
+        partial(queue_depth, QUEUE_DEPTH_TIMEOUT_S, settings=settings)))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLatencyMiddleware, histogram=request_histogram(registry))
     install_error_handlers(app)
-    for module in (health, datasets, jobs, results):
+    for module in (health, monitoring, datasets, jobs, events, results, pages):
         app.include_router(module.router)
+    app.mount("/static", pages.assets(), name="static")
     return app
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from celery import Celery
-from kombu.exceptions import KombuError
+from kombu.exceptions import ChannelError, KombuError
 
 from db.settings import Settings, get_settings
 
@@ -48,3 +48,19 @@ def broker_reachable(timeout_s: float, *, settings: Settings | None = None) -> b
     except (KombuError, OSError):
         return False
     return True
+
+
+def queue_depth(timeout_s: float, *, settings: Settings | None = None) -> int | None:
+    """Messages waiting on the broker's task queue (jobs and rank tasks not yet taken by a
+    worker); None when the broker does not answer within about ``timeout_s`` seconds."""
+    client = celery_client((settings or get_settings()).broker_url)
+    try:
+        with client.connection_for_read(connect_timeout=timeout_s) as conn:
+            conn.ensure_connection(max_retries=0, timeout=timeout_s)
+            declared = conn.default_channel.queue_declare(
+                queue=client.conf.task_default_queue, passive=True)
+    except ChannelError:
+        return 0  # Redis drops an empty list, so a drained queue does not exist
+    except (KombuError, OSError):
+        return None
+    return int(declared.message_count)

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     environment: Literal["development", "production"] = "development"
+    log_json: bool = False
+    """Log one JSON object per line (for log collectors) instead of key=value text."""
 
     max_body_bytes: int = Field(default=64 * MiB, gt=0)
     max_rows: int = Field(default=1_000_000, gt=0)

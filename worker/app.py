@@ -6,8 +6,12 @@ thread of its own process on the in-process broker.
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
+from celery import Celery
+from celery.signals import setup_logging
+
+from db.logs import configure_logging
 from db.settings import Settings, get_settings
 
 
@@ -32,6 +36,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+@setup_logging.connect
+def _structured_logs(loglevel: int | str | None = None, **_: object) -> None:
+    """A ``celery worker`` process logs the structured lines of every shardtrain process
+    (job id and rank on each) instead of Celery's own format."""
+    configure_logging(get_settings(), loglevel or logging.INFO)
 
 
 celery_app = make_celery(get_settings())

@@ -31,6 +31,7 @@ from db.queries.metrics import MetricRow, upsert_metrics
 from db.settings import Settings, get_settings
 from worker.leading import RankLauncher, start_ranks
 from worker.loading import load_input
+from worker.telemetry import STEP_SECONDS, TimedRounds
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,15 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             trainer.restore(checkpoint.state)
     remote = start_ranks(job_id, attempt, trainer, cap, settings, launch)
     if remote is not None:
+        trainer.remote = TimedRounds(remote)
         with session_scope(factory) as session:
             _job(session, job_id).workers = remote.ranks
+    log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
+             trainer.total_steps, remote.ranks if remote is not None else 1)
     try:
-        return _train(job_id, trainer, progress, factory, settings)
+        status = _train(job_id, trainer, progress, factory, settings)
+        log.info("%s at step %d", status, trainer.step)
+        return status
     finally:
         if remote is not None:
             remote.close()
@@ -93,10 +99,11 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
 
 def _train(job_id: str, trainer: Trainer, progress: Progress, factory: SessionFactory,
            settings: Settings) -> str:
-    start = last_flush = last_checkpoint = time.monotonic()
+    start = last_flush = last_checkpoint = step_started = time.monotonic()
     event: StepEvent | None = None
     try:
         for event in trainer.steps():
+            STEP_SECONDS.observe(time.monotonic() - step_started)
             _record(progress, trainer, event)
             now = time.monotonic()
             if (len(progress.pending) >= settings.metrics_flush_steps
@@ -107,6 +114,8 @@ def _train(job_id: str, trainer: Trainer, progress: Progress, factory: SessionFa
                 if _flush(factory, job_id, trainer, progress, event, state, now - start):
                     return "cancelled"
                 last_flush = now
+            # Restarted here, not at the loop's top: bookkeeping and writes are not the step.
+            step_started = time.monotonic()
     except DivergedError as exc:
         # The parameters are those of the last finite step: keep them as a checkpoint.
         with session_scope(factory) as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
+from db.logs import job_context
 from worker.app import celery_app
 from worker.leading import TRAIN_RANK
 from worker.rank_runner import run_rank
@@ -18,11 +19,13 @@ TRAIN_JOB = "shardtrain.train_job"
 @celery_app.task(name=TRAIN_JOB, autoretry_for=(OperationalError,), retry_backoff=True,
                  retry_backoff_max=60, max_retries=20)
 def train_job(job_id: str) -> str:
-    return run_job(job_id)
+    with job_context(job_id, rank=0):
+        return run_job(job_id)
 
 
 # A rank is acknowledged on receipt and never retried: if its worker dies, the leader drops it
 # and computes its shards, so a redelivered rank would find no place in the plan.
 @celery_app.task(name=TRAIN_RANK, acks_late=False, ignore_result=True)
 def train_rank(job_id: str, attempt: int, rank: int) -> str:
-    return run_rank(job_id, attempt, rank)
+    with job_context(job_id, rank=rank):
+        return run_rank(job_id, attempt, rank)

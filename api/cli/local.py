@@ -1,7 +1,8 @@
 """The embedded default in one process: migrations, a local token, a worker thread and the API.
 
 ``shardtrain serve`` runs it in the foreground; ``shardtrain demo`` in the background while it
-drives the API as a client would.
+drives the API as a client would. The API follows the settings given; the worker thread, like
+any worker process, follows the environment's (``get_settings()``), so the two must agree.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from api.deps import session_factory
 from db.engine import session_scope
 from db.migrate import upgrade
 from db.queries.tenants import create_tenant, issue_token, tenant_for_token
@@ -35,7 +37,7 @@ def local_token(settings: Settings) -> str:
     """The token of the local tenant: the one saved earlier if still valid, else a new one."""
     path = client_config_path(settings)
     saved = json.loads(path.read_text()).get("token") if path.exists() else None
-    with session_scope() as session:
+    with session_scope(session_factory(settings.database_url)) as session:
         if saved and tenant_for_token(session, token=saved) is not None:
             return str(saved)
         return issue_token(session, tenant=create_tenant(session, name=LOCAL_TENANT))
@@ -54,7 +56,7 @@ class LocalService:
 
     def prepare(self) -> None:
         """Schema, token and (on the in-process broker) a worker thread."""
-        upgrade()
+        upgrade(self.settings.database_url)
         self.token = local_token(self.settings)
         path = client_config_path(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,10 +70,12 @@ class LocalService:
             self._worker.start()
 
     def _make_server(self) -> uvicorn.Server:
-        from api.main import app
+        from api.main import create_app
 
-        config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port,
-                                log_level="warning")
+        # Open event streams end on shutdown after this many seconds instead of holding it.
+        config = uvicorn.Config(create_app(self.settings), host=self.settings.host,
+                                port=self.settings.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         return self._server
 

@@ -7,11 +7,13 @@ from typing import Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from api.cli.local import LocalService, client_config_path
+from api.cli.progress import follow, summary
 from api.client import Client
 from core.npz import to_npz
+from db.logs import configure_logging
+from db.settings import get_settings
 
 console = Console()
 
@@ -25,12 +27,14 @@ DEMO_SPEC: dict[str, Any] = {
 
 def serve() -> None:
     """Run the API, the queue and a worker in this process (SQLite file by default)."""
+    configure_logging(get_settings())
     service = LocalService()
     service.prepare()
     console.print(f"shardtrain serving on [bold]{service.url}[/] (docs at {service.url}/docs)")
     console.print(f"token: {service.token}")
     console.print(f"saved with the URL in {client_config_path(service.settings)}")
-    console.print(f"try: curl -H 'Authorization: Bearer {service.token}' {service.url}/v1/jobs")
+    console.print(f"runs in a browser: {service.url}/?token={service.token}", soft_wrap=True)
+    console.print("from a terminal: shardtrain runs, shardtrain submit SPEC --data FILE --wait")
     try:
         service.serve_forever()
     finally:
@@ -53,6 +57,7 @@ def demo_data() -> tuple[np.ndarray, np.ndarray, str]:
 
 def demo() -> None:
     """Start the service, train a 4-shard job on digits, show progress and the result."""
+    configure_logging(get_settings(), "WARNING")  # the progress bar tells the story
     X, y, source = demo_data()
     with LocalService() as service, Client(service.url, service.token) as client:
         console.print(f"service up on {service.url}; uploading {source} ({len(y)} rows)")
@@ -60,26 +65,14 @@ def demo() -> None:
         job = client.submit({**DEMO_SPEC, "dataset": dataset["id"]})
         console.print(f"job {job['id']}: {DEMO_SPEC['shards']} shards, "
                       f"{job['progress']['total_steps']} steps")
-        columns = (TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("step {task.completed}/{task.total} {task.fields[loss]}"),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("training", total=job["progress"]["total_steps"], loss="")
-
-            def show(state: dict[str, Any]) -> None:
-                latest = state.get("latest") or {}
-                loss = latest.get("train_loss")
-                bar.update(task, completed=state["progress"]["step"],
-                           description=state["status"],
-                           loss=f"loss {loss:.4f}" if loss is not None else "")
-
-            final = client.wait(job["id"], poll_s=0.2, on_progress=show)
+        final = follow(client, job, console)
         if final["status"] != "succeeded":
-            console.print(f"[red]job {final['status']}[/]: {final.get('error')}")
+            console.print(f"[red]{summary(final)}[/]")
             raise typer.Exit(1)
         accuracy = final["final"]["val_accuracy"]
         console.print(f"[green]succeeded[/]: validation accuracy {accuracy:.4f}")
         console.print("query the stored run (while `shardtrain serve` runs):")
-        auth = f"-H 'Authorization: Bearer {service.token}'"
-        for path in ("", "/metrics", "/weights -o weights.npz"):
-            console.print(f"  curl {auth} {service.url}/v1/jobs/{job['id']}{path}")
+        for command in ("runs", f"history {job['id']}", f"weights {job['id']} -o weights.npz"):
+            console.print(f"  shardtrain {command}")
+        console.print(f"  or in a browser: {service.url}/runs/{job['id']}?token={service.token}",
+                      soft_wrap=True)

@@ -14,17 +14,13 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from api.cli.output import fail
 from core.data import InvalidDataError
 from core.spec import SpecError, TrainSpec
 from core.training import DivergedError, Trainer
 
 # Fields of a job spec that concern the service, not the numbers: accepted and ignored here.
 SERVICE_FIELDS = ("name", "dataset", "tags", "max_workers", "init")
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def load_spec(path: Path) -> tuple[TrainSpec, dict[str, Any]]:

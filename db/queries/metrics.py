@@ -64,17 +64,20 @@ def upsert_metrics(session: Session, *, job_id: str, rows: Sequence[MetricRow]) 
     session.execute(statement, parameters, execution_options={"render_nulls": True})
 
 
-def read_metrics(session: Session, *, job_id: str, since_step: int | None = None) -> MetricColumns:
-    """The job's history, or only the steps after ``since_step`` for incremental polling."""
+def read_metrics(session: Session, *, job_id: str, since_step: int | None = None,
+                 limit: int | None = None) -> MetricColumns:
+    """The job's history, or only the steps after ``since_step`` for incremental polling;
+    ``limit`` keeps the first that many steps (a bounded read for a stream that catches up)."""
     statement = select(
         Metric.step, Metric.epoch, Metric.train_loss, Metric.val_loss, Metric.val_accuracy
     ).where(Metric.job_id == job_id)
     if since_step is not None:
         statement = statement.where(Metric.step > since_step)
     columns = MetricColumns(step=[], epoch=[], train_loss=[], val_loss=[], val_accuracy=[])
-    for step, epoch, train_loss, val_loss, val_accuracy in session.execute(
-        statement.order_by(Metric.step)
-    ):
+    statement = statement.order_by(Metric.step)
+    if limit is not None:
+        statement = statement.limit(limit)
+    for step, epoch, train_loss, val_loss, val_accuracy in session.execute(statement):
         columns["step"].append(step)
         columns["epoch"].append(epoch)
         columns["train_loss"].append(train_loss)

@@ -1,4 +1,5 @@
-"""The app on a migrated SQLite file of its own, with small limits and a recording queue."""
+"""The app on a migrated SQLite file of its own, with small limits and a recording queue; and
+the whole embedded service, live, for the tests that drive it through HTTP and the CLI."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from api.cli.local import LocalService
 from api.deps import get_broker_check, get_enqueue, get_session
 from api.main import create_app
 from core.spec import TrainSpec
@@ -20,6 +22,7 @@ from db.models import Job
 from db.queries.checkpoints import save_checkpoint, save_weights
 from db.queries.tenants import create_tenant, issue_token
 from db.settings import Settings
+from tests.utils.live import local_service
 
 LIMITS: dict[str, Any] = {
     "max_body_bytes": 1024 * 1024,
@@ -127,3 +130,11 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
         return trainer
 
     return run
+
+
+@pytest.fixture(scope="package")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    """The embedded service (API, queue, worker thread) with a data directory of its own,
+    started once for the package: its worker is a Celery worker, slow to start and stop."""
+    with local_service(tmp_path_factory.mktemp("live")) as service:
+        yield service

@@ -1,0 +1,32 @@
+"""``shardtrain datasets upload``: training data onto a service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from api.cli.output import fail
+from api.cli.remote import TokenOption, UrlOption, connect
+
+app = typer.Typer(no_args_is_help=True, help="Datasets of a service.")
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(help=".npz (arrays X, y), .csv (header row) or .json.")],
+    target: Annotated[str | None, typer.Option(
+        help="CSV only: the column of labels or targets.")] = None,
+    name: Annotated[str | None, typer.Option(help="Default: the file's name.")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload FILE and print the dataset's id (the same data again returns the stored one)."""
+    if not file.is_file():
+        raise fail(f"no file {file}", 2)
+    with connect(url, token) as client:
+        dataset = client.upload_dataset(file, name=name, target=target)
+    typer.echo(f"{dataset['n_rows']} rows, {dataset['n_features']} features, {dataset['task']}"
+               + (f", classes {dataset['classes']}" if dataset["classes"] else ""), err=True)
+    typer.echo(dataset["id"])

@@ -1,0 +1,52 @@
+"""``GET /v1/jobs/{id}/events``: a job's progress as Server-Sent Events, until it ends."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse
+
+from api.deps import SessionsDep, StreamedJob
+from api.errors import http_error
+from api.services.errors import InvalidInput
+from api.services.events import job_events
+
+router = APIRouter(prefix="/v1/jobs", tags=["results"])
+
+# Comments every so often keep proxies and load balancers from closing a quiet stream.
+PING_S = 15
+# A client that stops reading is dropped instead of holding the stream forever.
+SEND_TIMEOUT_S = 30
+
+
+def _resume_after(since_step: int | None, last_event_id: str | None) -> int | None:
+    if last_event_id is None or not last_event_id.strip():
+        return since_step
+    if not last_event_id.strip().isdigit():
+        raise http_error(InvalidInput(("header", "Last-Event-ID"),
+                                      f"Last-Event-ID {last_event_id!r} is not a step number"))
+    return int(last_event_id)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "status and progress events; see api.schemas.events"},
+               404: {"description": "You have no such job"}},
+)
+async def events(
+    job: StreamedJob,
+    sessions: SessionsDep,
+    since_step: Annotated[int | None, Query(ge=0, description="Only the steps after it")] = None,
+    last_event_id: Annotated[str | None, Header(
+        description="Sent by a reconnecting client: the id (step) of the last event it got; "
+        "wins over since_step")] = None,
+) -> EventSourceResponse:
+    """Progress until the job ends: ``status`` events (the whole job) when the stream opens,
+    when the job changes and when it ends; a ``progress`` event (``id`` = step) for every
+    recorded step, in order. Reconnecting with ``Last-Event-ID`` misses no step."""
+    after = _resume_after(since_step, last_event_id)
+    return EventSourceResponse(job_events(factory=sessions, job_id=job.id, after=after),
+                               ping=PING_S, send_timeout=SEND_TIMEOUT_S)

@@ -1,0 +1,50 @@
+"""The worker's Prometheus histograms: a synchronisation round is timed around the exchange."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from prometheus_client import REGISTRY
+
+from core.reduce import Node
+from worker.telemetry import TimedRounds
+
+
+class SlowRanks:
+    """Ranks whose gradients arrive 20 ms after the parameters leave."""
+
+    def __init__(self) -> None:
+        self.sent_at = 0.0
+
+    def begin(self, step: int, params: np.ndarray) -> None:
+        self.sent_at = time.perf_counter()
+
+    def __contains__(self, node: object) -> bool:
+        return node == (1, 2)
+
+    def __getitem__(self, node: Node) -> np.ndarray:
+        time.sleep(max(0.0, self.sent_at + 0.02 - time.perf_counter()))
+        return np.ones(3)
+
+    def losses(self) -> dict[int, float]:
+        return {1: 0.5}
+
+
+def _rounds() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("shardtrain_sync_round_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("shardtrain_sync_round_seconds_sum") or 0.0
+    return count, total
+
+
+def test_a_round_is_timed_from_sending_the_parameters_to_the_ranks_losses() -> None:
+    rounds = TimedRounds(SlowRanks())
+    count, total = _rounds()
+    for step in range(2):
+        rounds.begin(step, np.zeros(3))
+        assert (1, 2) in rounds and (0, 1) not in rounds
+        assert rounds[(1, 2)].sum() == 3
+        assert rounds.losses() == {1: 0.5}
+    new_count, new_total = _rounds()
+    assert new_count - count == 2
+    assert 0.04 <= new_total - total < 1.0
