@@ -9,6 +9,7 @@ default, where the ranks are threads of one process.
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict, deque
 from typing import Protocol
 
@@ -16,6 +17,7 @@ import redis
 
 # Mailboxes expire on their own, so a job whose leader vanished leaves nothing behind for long.
 MAILBOX_TTL_S = 3600
+BLPOP_SLICE_S = 2.0
 
 
 class DataPlane(Protocol):
@@ -63,9 +65,16 @@ class RedisDataPlane:
         pipe.execute()
 
     def receive(self, mailbox: str, timeout: float) -> bytes | None:
-        # BLPOP takes whole seconds on old servers and fractions on Redis >= 6.
-        reply = self._redis.blpop([mailbox], timeout=max(timeout, 0.01))
-        return None if reply is None else bytes(reply[1])  # type: ignore[arg-type]
+        # Waits in pieces shorter than redis-py's socket timeout (5 s by default), which would
+        # otherwise end a longer BLPOP with an error instead of an empty answer.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            reply = self._redis.blpop([mailbox], timeout=min(max(left, 0.01), BLPOP_SLICE_S))
+            if reply is not None:
+                return bytes(reply[1])  # type: ignore[arg-type]
+            if left <= BLPOP_SLICE_S:
+                return None
 
     def drop(self, *mailboxes: str) -> None:
         if mailboxes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -118,3 +119,12 @@ def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(transport: Tran
 def test_plan_ranks_gives_contiguous_near_equal_blocks() -> None:
     assert plan_ranks(8, 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert plan_ranks(4, 1) == [[0, 1, 2, 3]]
+
+
+@pytest.mark.services
+def test_redis_mailboxes_wait_past_the_client_socket_timeout() -> None:
+    plane = RedisDataPlane(redis_url())
+    box = f"shardtrain:test:{uuid.uuid4().hex}"
+    start = time.monotonic()
+    assert plane.receive(box, 5.5) is None  # redis-py's socket timeout is 5 s
+    assert 5.4 < time.monotonic() - start < 8
