@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("~/.shardtrain"), validate_default=True)
     # Declared after data_dir: the factory receives the already validated data_dir.
     database_url: str = Field(default_factory=_default_database_url)
-    broker_url: str = "memory://"
+    # A host named explicitly: kombu warns about a memory:// URL without one.
+    broker_url: str = "memory://localhost/"
     result_backend: str | None = None
     redis_url: str | None = None
     """Data plane for gradient exchange; None runs it in-process (embedded mode only)."""
@@ -52,6 +53,17 @@ class Settings(BaseSettings):
     metrics_flush_steps: int = Field(default=50, gt=0)
     metrics_flush_s: float = Field(default=1.0, gt=0)
     visibility_timeout_s: int = Field(default=3600, gt=0)
+    broker_restore_interval_s: int = Field(default=10, gt=0)
+    """How often a worker hands back to the queue the messages of workers that died (those
+    unacknowledged for ``visibility_timeout_s``)."""
+    stall_timeout_s: float = Field(default=600.0, gt=0)
+    """A running job whose leader has written nothing for this long is presumed lost: another
+    delivery may take it over, and the watchdog re-enqueues it. Keep it above the longest step
+    (and data loading) of any job."""
+    watchdog_interval_s: float = Field(default=30.0, gt=0)
+    """How often each worker looks for stalled jobs (``stall_timeout_s``)."""
+    max_attempts: int = Field(default=5, gt=0)
+    """Attempts after which a stalled job is failed (``stalled``) rather than re-enqueued."""
     rank_join_s: float = Field(default=2.0, ge=0)
     """How long a leader waits for its ranks to join before training with those that did."""
     rank_timeout_s: float = Field(default=30.0, gt=0)

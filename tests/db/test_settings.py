@@ -17,7 +17,7 @@ def test_with_nothing_set_the_settings_describe_the_embedded_default(
     settings = get_settings()
     assert settings.data_dir == tmp_path / ".shardtrain"
     assert settings.database_url == f"sqlite:///{tmp_path / '.shardtrain' / 'shardtrain.sqlite3'}"
-    assert settings.broker_url == "memory://" and settings.is_embedded
+    assert settings.broker_url == "memory://localhost/" and settings.is_embedded
     assert settings.redis_url is None and settings.result_backend is None
     assert (settings.host, settings.port, settings.environment) == (
         "127.0.0.1",
