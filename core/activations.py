@@ -82,7 +82,7 @@ def softmax(z: np.ndarray, row: np.ndarray, ones: np.ndarray, index: np.ndarray,
     """
     np.argmax(z, axis=1, out=index)
     index += row_start
-    np.take(z.reshape(-1), index, out=row[:, 0], mode="clip")
+    z.reshape(-1).take(index, out=row[:, 0], mode="clip")
     z -= row
     np.exp(z, out=z)
     np.matmul(z, ones, out=row[:, 0])

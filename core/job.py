@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from core.network import Network
 from core.spec import TrainSpec
 
 EVAL_CHUNK = 4096
+MAX_CACHED_VIEWS = 16
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class JobData:
             plan=StepPlan.build(len(train_idx), spec.batch_size, spec.shards),
         )
 
-    @property
+    @cached_property
     def steps_per_epoch(self) -> int:
         return self.plan.steps_per_epoch
 
@@ -65,9 +67,13 @@ class JobData:
     def total_steps(self) -> int:
         return self.spec.epochs * self.plan.steps_per_epoch
 
+    @cached_property
+    def _batch_rows(self) -> list[int]:
+        return self.plan.shares.sum(axis=1).tolist()
+
     def step_rows(self, step: int) -> int:
         """Rows in the global batch of (0-based) ``step``."""
-        return int(self.plan.shares[step % self.steps_per_epoch].sum())
+        return int(self._batch_rows[step % self.steps_per_epoch])
 
     def shard_rows(self, shard: int) -> int:
         return int(self.bounds[shard + 1] - self.bounds[shard])
@@ -108,6 +114,17 @@ class ShardSet:
         capacity = int(job.plan.shares[:, self.shard_ids].max()) if self.shard_ids else 1
         self.workspace = Workspace(job.net, max(capacity, 1))
         self._orders: dict[int, tuple[int, np.ndarray]] = {}
+        self._views: dict[int, tuple[np.ndarray, tuple[list[np.ndarray], list[np.ndarray]]]] = {}
+
+    def _views_of(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The layer views of a parameter or gradient vector, made once per vector: the same
+        few vectors come back every step, and building views costs more than small layers."""
+        cached = self._views.get(id(flat))
+        if cached is None or cached[0] is not flat:
+            if len(self._views) >= MAX_CACHED_VIEWS:  # a caller cycling through new vectors
+                self._views.clear()
+            cached = self._views[id(flat)] = (flat, self.job.net.views(flat))
+        return cached[1]
 
     def _epoch_rows(self, shard: int, epoch: int) -> np.ndarray:
         cached = self._orders.get(shard)
@@ -131,9 +148,7 @@ class ShardSet:
         rows = int(job.plan.shares[within, shard])
         start = int(job.plan.starts[within, shard])
         batch = self._epoch_rows(shard, epoch)[start:start + rows]
-        np.take(job.X, batch, axis=0, out=ws.inputs[:rows], mode="clip")
-        np.take(job.Y, batch, axis=0, out=ws.targets[:rows], mode="clip")
-        weights, biases = job.net.views(params)
-        grad_w, grad_b = job.net.views(out)
-        loss = ws.gradient(weights, biases, grad_w, grad_b, rows, scale)
+        job.X.take(batch, axis=0, out=ws.inputs[:rows], mode="clip")
+        job.Y.take(batch, axis=0, out=ws.targets[:rows], mode="clip")
+        loss = ws.gradient(*self._views_of(params), *self._views_of(out), rows, scale)
         return loss, rows

@@ -8,6 +8,7 @@ encoded target (n, k), ``tmp`` and ``tmp2`` scratch of the same shape, ``row`` s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ LossValue = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
 OutputDelta = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
+@functools.cache
 def _clip_bounds(dtype: np.dtype) -> tuple[float, float]:
     eps = float(np.finfo(dtype).eps)
     return eps, 1.0 - eps

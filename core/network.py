@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -41,12 +42,12 @@ class Network:
     def n_layers(self) -> int:
         return len(self.sizes) - 1
 
-    @property
+    @cached_property
     def shapes(self) -> list[tuple[tuple[int, int], int]]:
         """(W shape, b length) per layer; W is (fan_in, fan_out) so ``a = f(a_prev @ W + b)``."""
         return [((fi, fo), fo) for fi, fo in pairwise(self.sizes)]
 
-    @property
+    @cached_property
     def n_params(self) -> int:
         return sum(fi * fo + fo for (fi, fo), _ in self.shapes)
 
