@@ -1,4 +1,5 @@
-"""The task enqueued by name, as the API does, and run by a real Celery worker thread."""
+"""The task enqueued by name, as the API does, and run by a real Celery worker thread
+(Celery's own test worker, ``celery.contrib.testing``, on the in-process broker)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from celery import Celery
+from celery.contrib.testing.worker import start_worker
 
 from db.engine import SessionFactory, session_scope
 from db.models import Job
@@ -16,7 +18,6 @@ from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
 from worker import runner
 from worker.app import make_celery
-from worker.embedded import EmbeddedWorker
 from worker.tasks import TRAIN_JOB
 
 
@@ -26,10 +27,8 @@ def app(settings: Settings, factory: SessionFactory,
     monkeypatch.setattr(runner, "get_settings", lambda: settings)
     monkeypatch.setattr(runner, "get_session_factory", lambda: factory)
     app = make_celery(settings)  # memory:// broker, as in the embedded default
-    worker = EmbeddedWorker(app)
-    worker.start()
-    yield app
-    worker.stop()
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        yield app
 
 
 def test_a_job_sent_by_task_name_is_trained(app: Celery, factory: SessionFactory) -> None:
