@@ -43,7 +43,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 def _echo_rank(boxes: Mailboxes, rank: int, tcp: bool) -> None:
     """A rank that answers every PARAMS at once with a zero partial sum for its one shard."""
-    plane = RedisDataPlane(DATA_PLANE_URL)
+    plane = RedisDataPlane.from_url(DATA_PLANE_URL)
     join(plane, boxes, rank)
     assignment = await_assignment(plane, boxes, rank, 30.0)
     assert assignment is not None
@@ -68,7 +68,7 @@ def shardtrain_rounds(ranks: int, rounds: int, *, tcp: bool) -> dict[str, float]
                 for rank in range(1, ranks)]
     for child in children:
         child.start()
-    plane = RedisDataPlane(DATA_PLANE_URL)
+    plane = RedisDataPlane.from_url(DATA_PLANE_URL)
     team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0, "127.0.0.1" if tcp else None,
                         30.0)
     params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32)

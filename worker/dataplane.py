@@ -53,10 +53,14 @@ class MemoryDataPlane:
 
 
 class RedisDataPlane:
-    def __init__(self, url: str) -> None:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisDataPlane:
         # hiredis (a dependency) parses multi-megabyte replies several times faster than the
         # pure-Python parser; redis-py picks it up by itself.
-        self._redis = redis.Redis.from_url(url, socket_keepalive=True)
+        return cls(redis.Redis.from_url(url, socket_keepalive=True))
 
     def send(self, mailbox: str, payload: bytes) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -86,4 +90,4 @@ _memory = MemoryDataPlane()
 
 def data_plane(redis_url: str | None) -> DataPlane:
     """Redis at ``redis_url``, or this process's in-memory plane when there is none."""
-    return RedisDataPlane(redis_url) if redis_url else _memory
+    return RedisDataPlane.from_url(redis_url) if redis_url else _memory

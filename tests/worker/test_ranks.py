@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import fakeredis
 import numpy as np
 import pytest
 
@@ -93,13 +94,17 @@ def reference() -> Trainer:
 Transport = tuple[DataPlane, str | None]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis+tcp", marks=pytest.mark.services)])
+@pytest.fixture(params=["memory", "fakeredis",
+                        pytest.param("redis+tcp", marks=pytest.mark.services)])
 def transport(request: pytest.FixtureRequest) -> Iterator[Transport]:
-    """In one process: mailboxes in memory. Across processes: Redis to join, TCP to step."""
+    """In one process: mailboxes in memory. Across processes: Redis to join, TCP to step.
+    And every step through Redis mailboxes, on fakeredis (one shared server)."""
     if request.param == "memory":
         yield MemoryDataPlane(), None
+    elif request.param == "fakeredis":
+        yield RedisDataPlane(fakeredis.FakeRedis(server=fakeredis.FakeServer())), None
     else:
-        yield RedisDataPlane(redis_url()), "127.0.0.1"
+        yield RedisDataPlane.from_url(redis_url()), "127.0.0.1"
 
 
 @pytest.mark.parametrize("ranks", [2, 3, 5])
@@ -123,7 +128,7 @@ def test_plan_ranks_gives_contiguous_near_equal_blocks() -> None:
 
 @pytest.mark.services
 def test_redis_mailboxes_wait_past_the_client_socket_timeout() -> None:
-    plane = RedisDataPlane(redis_url())
+    plane = RedisDataPlane.from_url(redis_url())
     box = f"shardtrain:test:{uuid.uuid4().hex}"
     start = time.monotonic()
     assert plane.receive(box, 5.5) is None  # redis-py's socket timeout is 5 s
