@@ -13,6 +13,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.services.errors import Conflict, InvalidInput, NotFound, QueueFull, ServiceError
 from core.data import InvalidDataError
@@ -27,6 +30,17 @@ _STATUS: dict[type[ServiceError], int] = {
     Conflict: status.HTTP_409_CONFLICT,
     QueueFull: status.HTTP_429_TOO_MANY_REQUESTS,
 }
+
+
+# What a client waits before retrying a request that met a dependency down: the time a
+# restarted broker or database typically takes to come back.
+RETRY_AFTER_S = 5
+
+
+def unavailable(detail: str) -> HTTPException:
+    """A 503 that tells the client when to retry."""
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=detail,
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def error_item(loc: tuple[str | int, ...], message: str, kind: str) -> dict[str, Any]:
@@ -84,6 +98,46 @@ async def _state_conflict(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database is down or unreachable (a connection refused or cut): the request may
+    # succeed later, so it is a 503, not a 500. Other database errors stay bugs (500).
+    log.warning("database unavailable in %s %s: %s", request.method, request.url.path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    error = unavailable("the database is unreachable; retry later")
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code,
+                        headers=error.headers)
+
+
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value the request carried (a NUL character in a JSON string):
+    # bad input, not a server fault. Only the driver's first line: never the statement.
+    assert isinstance(exc, DataError)
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+    log.warning("unstorable value in %s %s: %s", request.method, request.url.path, reason)
+    return JSONResponse(
+        {"detail": [error_item(("body",), f"a value cannot be stored: {reason}",
+                               "unstorable_value")]},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:
+        return await _database_unavailable(request, exc)
+    return await _internal_error(request, exc)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's 405 names the methods of the first route on the path only; a client asking
+    # what it may do (Allow) should learn every method the path has.
+    allowed = [method for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+               if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                      for route in request.app.router.routes)]
+    detail = exc.detail if isinstance(exc, StarletteHTTPException) else "Method Not Allowed"
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+                        headers={"Allow": ", ".join(allowed)})
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error"},
@@ -96,4 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SpecError, _invalid_data)
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
     app.add_exception_handler(JobStateError, _state_conflict)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
+    app.add_exception_handler(DataError, _unstorable_value)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _internal_error)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 from importlib.metadata import version
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimitMiddleware
@@ -18,6 +18,7 @@ from api.model_cache import ModelCache
 from api.monitoring import RequestLatencyMiddleware, ServiceCollector, request_histogram
 from api.queue import queue_depth
 from api.routes import datasets, events, health, jobs, monitoring, pages, results
+from api.text_params import refuse_nul_characters
 from db.settings import Settings, get_settings
 
 # A scrape waits at most this long for the broker's queue depth.
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="shardtrain",
         version=version("shardtrain"),
         summary="Data-parallel training of multi-layer perceptrons, as jobs over HTTP.",
+        dependencies=[Depends(refuse_nul_characters)],
     )
     app.state.settings = settings
     app.state.models = ModelCache()

@@ -14,6 +14,7 @@ from worker.ranks import Mailboxes, RemoteRanks, gather_ranks
 
 log = logging.getLogger(__name__)
 
+TRAIN_JOB = "shardtrain.train_job"
 TRAIN_RANK = "shardtrain.train_rank"
 
 RankLauncher = Callable[[str, int, int], None]  # (job id, attempt, rank)

@@ -28,6 +28,7 @@ from core.training import RankLost
 from worker.dataplane import DataPlane
 from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
 from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, decode, encode
+from worker.shutdown import SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,10 @@ def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: f
     served = 0
     try:
         while True:
+            if SHUTTING_DOWN.is_set():
+                # This worker is stopping: leave now (closing the link), so that it need not
+                # wait for the job's end; the leader computes these shards from then on.
+                return served
             message = decode(link.receive(timeout), dtype=net.dtype, size=net.n_params)
             if message.kind != PARAMS:
                 continue

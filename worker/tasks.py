@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import OperationalError
+from celery import Task
 
 from db.logs import job_context
+from worker import shutdown, watchdog  # noqa: F401  (their signal handlers)
 from worker.app import celery_app
-from worker.leading import TRAIN_RANK
+from worker.leading import TRAIN_JOB, TRAIN_RANK
 from worker.rank_runner import run_rank
-from worker.runner import run_job
+from worker.runner import DatabaseUnavailable, run_job
 
-TRAIN_JOB = "shardtrain.train_job"
+__all__ = ["TRAIN_JOB", "train_job", "train_rank"]
+
+RETRY_BACKOFF_MAX_S = 60
 
 
-# A database that is briefly unreachable is retried with backoff; the retry resumes the job
-# from its last checkpoint. Domain errors (bad data, divergence) are recorded on the job by
-# run_job and never retried.
-@celery_app.task(name=TRAIN_JOB, autoretry_for=(OperationalError,), retry_backoff=True,
-                 retry_backoff_max=60, max_retries=20)
-def train_job(job_id: str) -> str:
+# A database that is briefly unreachable is retried with backoff; the retry keeps the lease of
+# the attempt it interrupts, so it resumes the job from its last checkpoint at once. Domain
+# errors (bad data, divergence) are recorded on the job by run_job and never retried.
+@celery_app.task(bind=True, name=TRAIN_JOB, max_retries=20)
+def train_job(self: Task, job_id: str, lease: int | None = None) -> str:
     with job_context(job_id, rank=0):
-        return run_job(job_id)
+        try:
+            return run_job(job_id, lease=lease)
+        except DatabaseUnavailable as exc:
+            countdown = min(2 ** self.request.retries, RETRY_BACKOFF_MAX_S)
+            raise self.retry(args=[job_id], kwargs={"lease": exc.lease}, countdown=countdown,
+                             exc=exc) from exc
 
 
 # A rank is acknowledged on receipt and never retried: if its worker dies, the leader drops it

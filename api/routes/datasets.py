@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.errors import http_error
+from api.responses import AUTHENTICATED, UNPARSABLE_BODY
 from api.schemas.datasets import DatasetPublic, DatasetsPublic
 from api.services.dataset_files import (
     JSON_SHAPE,
@@ -24,7 +25,7 @@ from core.data import InvalidDataError
 from db.models import Dataset
 from db.queries.datasets import get_dataset, list_datasets
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTHENTICATED)
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 # The body is read by hand (it is dispatched on Content-Type), so OpenAPI is told about it here.
@@ -34,9 +35,11 @@ _UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "text/csv": {"schema": {"type": "string"}},
     "application/json": {"schema": {"type": "object", "description": JSON_SHAPE,
                                     "required": ["X", "y"]}},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary",
-                 "description": "a .npz, .csv or .json file"}}}},
+    # One file and nothing else (the form is parsed with max_fields=0).
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"], "additionalProperties": False, "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "a .npz, .csv or .json file"}}}},
 }}}
 
 
@@ -62,7 +65,8 @@ async def _read_upload(request: Request) -> tuple[UploadFormat, bytes, str | Non
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses={200: {"model": DatasetPublic, "description": "You had stored this data already"},
+    responses={**UNPARSABLE_BODY,
+               200: {"model": DatasetPublic, "description": "You had stored this data already"},
                413: {"description": "The body is larger than max_body_bytes"},
                415: {"description": "A Content-Type the API cannot read"}},
     openapi_extra=_UPLOAD_BODY,

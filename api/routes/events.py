@@ -9,10 +9,12 @@ from sse_starlette import EventSourceResponse
 
 from api.deps import SessionsDep, StreamedJob
 from api.errors import http_error
+from api.responses import AUTHENTICATED, NO_SUCH_JOB
 from api.services.errors import InvalidInput
 from api.services.events import job_events
 
-router = APIRouter(prefix="/v1/jobs", tags=["results"])
+router = APIRouter(prefix="/v1/jobs", tags=["results"],
+                   responses={**AUTHENTICATED, **NO_SUCH_JOB})
 
 # Comments every so often keep proxies and load balancers from closing a quiet stream.
 PING_S = 15

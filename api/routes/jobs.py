@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
 from api.deps import CurrentTenant, EnqueueDep, SessionDep, SettingsDep, TenantJob
-from api.errors import http_error
+from api.errors import http_error, unavailable
 from api.queue import EnqueueError
+from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.jobs import JobCreate, JobPublic, JobsPublic
 from api.services.errors import InvalidInput, ServiceError
 from api.services.job_views import job_view, job_views
@@ -20,14 +21,27 @@ from db.queries.jobs import JobOrder, list_jobs
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+def _iso_only(value: object) -> object:
+    # pydantic would read "0.5" as a Unix time; the schema (and the client) say date-time.
+    if isinstance(value, str) and value.replace(".", "", 1).lstrip("-").isdigit():
+        raise ValueError("a date-time in ISO 8601 with a time zone, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+# A tag filter in the schema too, so that clients (and fuzzers) know its form.
+TagFilter = Annotated[str, StringConstraints(pattern=r"^[^:]+:")]
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHENTICATED)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobPublic,
-    responses={200: {"model": JobPublic, "description": "A replay of an Idempotency-Key"},
+    responses={**UNPARSABLE_BODY,
+               200: {"model": JobPublic, "description": "A replay of an Idempotency-Key"},
                429: {"description": "You have max_queued_jobs_per_tenant queued jobs"},
                503: {"description": "The broker did not take the job; nothing was stored"}},
 )
@@ -61,9 +75,8 @@ def submit(
         # The job would wait forever; removing it lets the client's retry submit it afresh.
         session.delete(job)
         session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            detail="the job queue is unreachable; nothing was stored, "
-                            "retry later") from error
+        raise unavailable("the job queue is unreachable; nothing was stored, "
+                          "retry later") from error
     return job_view(session=session, job=job)
 
 
@@ -84,11 +97,11 @@ def list_runs(
     tenant: CurrentTenant,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     name: str | None = None,
-    tag: Annotated[list[str] | None, Query(
+    tag: Annotated[list[TagFilter] | None, Query(
         description="key:value; repeat it to require several tags")] = None,
     dataset: str | None = None,
-    created_after: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
-    created_before: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+    created_after: Annotated[IsoDatetime | None, Query(description="inclusive")] = None,
+    created_before: Annotated[IsoDatetime | None, Query(description="exclusive")] = None,
     order: JobOrder = "-created",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
@@ -110,7 +123,8 @@ def read_job(job: TenantJob, session: SessionDep) -> JobPublic:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic,
-             responses={409: {"description": "The job has already succeeded or failed"}})
+             responses={**NO_SUCH_JOB,
+                        409: {"description": "The job has already succeeded or failed"}})
 def cancel(job: TenantJob, session: SessionDep) -> JobPublic:
     """A queued job is cancelled at once; a running one stops at its next step, keeping its
     history and last checkpoint."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from api.deps import ModelCacheDep, SessionDep, TenantJob
 from api.errors import http_error
+from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.metrics import MetricsPublic
 from api.schemas.predict import PredictRequest, PredictResponse
 from api.services.errors import InvalidInput, ServiceError
@@ -15,7 +16,8 @@ from api.services.results import predict, weights_npz
 from core.data import InvalidDataError
 from db.queries.metrics import downsample, read_metrics
 
-router = APIRouter(prefix="/v1/jobs", tags=["results"])
+router = APIRouter(prefix="/v1/jobs", tags=["results"],
+                   responses={**AUTHENTICATED, **NO_SUCH_JOB})
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
@@ -58,7 +60,8 @@ def weights(
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse,
-             responses={409: {"description": "The job has no final weights yet"}})
+             responses={**UNPARSABLE_BODY,
+                        409: {"description": "The job has no final weights yet"}})
 def predict_rows(body: PredictRequest, job: TenantJob, session: SessionDep,
                  cache: ModelCacheDep) -> PredictResponse:
     """Outputs of the job's final model for rows ``X``, and the class labels of a classifier."""

@@ -39,3 +39,71 @@ def test_errors_are_json(client: TestClient, auth: dict[str, str]) -> None:
     garbled = client.post("/v1/jobs", content=b"{not json",
                           headers={**auth, "Content-Type": "application/json"})
     assert garbled.status_code == 422 and garbled.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_not_a_500(
+        app: FastAPI, client: TestClient, auth: dict[str, str]) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from api.deps import get_session
+
+    def unreachable() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    app.dependency_overrides[get_session] = unreachable
+    response = client.get("/v1/jobs", headers=auth)
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) > 0 and "database" in response.json()["detail"]
+
+
+def test_a_nul_character_in_a_parameter_is_a_422_naming_it(
+        client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get("/v1/jobs", params={"name": "a\x00b"}, headers=auth)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "name"]
+    assert client.get("/v1/jobs/a%00b", headers=auth).json()["detail"][0]["loc"] == \
+        ["path", "job_id"]
+
+
+def test_every_authenticated_operation_documents_401(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        if path.startswith("/v1/"):
+            for method, operation in operations.items():
+                assert "401" in operation["responses"], (method, path)
+
+
+def test_a_405_allows_every_method_of_the_path(client: TestClient) -> None:
+    response = client.request("OPTIONS", "/v1/datasets")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+
+
+def test_a_number_is_not_a_date_time(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get("/v1/jobs", params={"created_before": "0.5"}, headers=auth)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "created_before"]
+
+
+def test_a_value_the_database_refuses_is_a_422_and_a_lost_connection_a_503(
+        app: FastAPI, client: TestClient, auth: dict[str, str]) -> None:
+    from sqlalchemy.exc import DataError, DBAPIError
+
+    from api.deps import get_session
+
+    def refuses() -> None:
+        raise DataError("INSERT", {}, Exception("text fields cannot contain NUL (0x00) bytes\n"
+                                                "SQL: INSERT ..."))
+
+    app.dependency_overrides[get_session] = refuses
+    response = client.get("/v1/jobs", headers=auth)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == (
+        "a value cannot be stored: text fields cannot contain NUL (0x00) bytes")
+
+    def invalidated() -> None:
+        raise DBAPIError("SELECT 1", {}, Exception("server closed the connection"),
+                         connection_invalidated=True)
+
+    app.dependency_overrides[get_session] = invalidated
+    assert client.get("/v1/jobs", headers=auth).status_code == 503

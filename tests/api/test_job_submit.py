@@ -191,6 +191,7 @@ def test_a_job_the_broker_refuses_is_not_kept(app: FastAPI, client: TestClient,
         raise EnqueueError("connection refused")
 
     app.dependency_overrides[get_enqueue] = lambda: unreachable
-    _, message = refusal(submit(client, auth, dataset), 503)
-    assert "retry" in message
+    response = submit(client, auth, dataset)
+    _, message = refusal(response, 503)
+    assert "retry" in message and int(response.headers["Retry-After"]) > 0
     assert client.get("/v1/jobs", headers=auth).json()["items"] == []

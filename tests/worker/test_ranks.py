@@ -27,6 +27,7 @@ from worker.ranks import (
     plan_ranks,
     serve_rank,
 )
+from worker.shutdown import SHUTTING_DOWN
 
 SPEC = TrainSpec(model=ModelSpec(hidden=(12,), activation="tanh"),
                  optimizer=OptimizerSpec(name="adam", lr=0.01), epochs=3, batch_size=40,
@@ -35,7 +36,7 @@ X, Y = blobs(n=300, seed=3, dtype=np.float32)
 
 
 def _train(plane: DataPlane, listen_on: str | None, ranks: int, *,
-           dying_rank_sends: int | None = None) -> Trainer:
+           dying_rank_sends: int | None = None, shutdown_after: int | None = None) -> Trainer:
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     threads = []
     for rank in range(1, ranks):
@@ -47,6 +48,8 @@ def _train(plane: DataPlane, listen_on: str | None, ranks: int, *,
             owned, link = assignment
             if dying_rank_sends is not None and rank == ranks - 1:
                 link = _Dying(link, dying_rank_sends)
+            if shutdown_after is not None and rank == ranks - 1:
+                link = _ShuttingDown(link, shutdown_after)
             serve_rank(link, rank, job, owned, 10.0)
 
         threads.append(threading.Thread(target=run, daemon=True))
@@ -118,6 +121,34 @@ def test_any_number_of_ranks_gives_the_single_process_bits(transport: Transport,
 def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(transport: Transport,
                                                                   reference: Trainer) -> None:
     trained = _train(*transport, 3, dying_rank_sends=7)
+    assert np.array_equal(trained.params, reference.params)
+
+
+class _ShuttingDown:
+    """A rank's link whose worker starts shutting down after ``sends`` replies."""
+
+    def __init__(self, link: Link, sends: int) -> None:
+        self._link, self._left = link, sends
+
+    def send(self, parts: Buffers) -> None:
+        self._link.send(parts)
+        self._left -= 1
+        if self._left == 0:
+            SHUTTING_DOWN.set()
+
+    def receive(self, timeout: float) -> bytes | memoryview:
+        return self._link.receive(timeout)
+
+    def close(self) -> None:
+        self._link.close()
+
+
+def test_ranks_of_a_worker_shutting_down_leave_and_the_result_is_unchanged(
+        transport: Transport, reference: Trainer) -> None:
+    try:
+        trained = _train(*transport, 3, shutdown_after=5)
+    finally:
+        SHUTTING_DOWN.clear()
     assert np.array_equal(trained.params, reference.params)
 
 

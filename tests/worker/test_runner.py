@@ -19,7 +19,7 @@ from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker.runner import run_job
+from worker.runner import DatabaseUnavailable, run_job
 
 SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -80,8 +80,9 @@ def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
         return real_step(self)
 
     monkeypatch.setattr(Trainer, "train_step", failing_step)
-    with pytest.raises(OperationalError):
+    with pytest.raises(DatabaseUnavailable) as outage:
         run_job(job_id, factory=factory, settings=settings)
+    assert outage.value.lease == 1
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "running"
@@ -89,7 +90,10 @@ def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
             Checkpoint.job_id == job_id)) == 14
 
     monkeypatch.setattr(Trainer, "train_step", real_step)
-    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    # Its lease is still live: another delivery is refused, the retry holding it is not.
+    assert run_job(job_id, factory=factory, settings=settings) == "duplicate"
+    assert run_job(job_id, factory=factory, settings=settings,
+                   lease=outage.value.lease) == "succeeded"
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         assert job is not None and job.attempt == 2

@@ -1,0 +1,153 @@
+"""The job lease: one leader at a time, take-over of a dead one, hand-back and the watchdog."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from core.training import Trainer
+from db.base import utc_now
+from db.engine import SessionFactory, session_scope
+from db.models import Checkpoint, Job, Metric
+from db.queries.leases import claim_job, release_job, requeue_stalled
+from db.settings import Settings
+from tests.utils.data import blobs
+from tests.utils.jobs import add_dataset, add_job
+from worker.runner import run_job
+from worker.shutdown import SHUTTING_DOWN
+from worker.watchdog import check_stalled
+
+SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
+                        "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 3,
+                        "batch_size": 16, "shards": 2, "seed": 3}
+
+
+def _submit(factory: SessionFactory) -> str:
+    with session_scope(factory) as session:
+        return add_job(session, add_dataset(session, *blobs(n=160, seed=1,
+                                                           dtype=np.float32)), SPEC).id
+
+
+def _job(factory: SessionFactory, job_id: str) -> Job:
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_only_one_of_two_claims_wins_until_the_lease_expires(factory: SessionFactory) -> None:
+    job_id = _submit(factory)
+    now = utc_now()
+    with session_scope(factory) as session:
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=now) == 1
+    with session_scope(factory) as session:
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=now) is None
+        # The holder itself may claim again (a retry after a database outage).
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, held=1, now=now) == 2
+    later = now + timedelta(seconds=61)
+    with session_scope(factory) as session:
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, held=1, now=later) == 3
+        assert not release_job(session, job_id=job_id, attempt=2)
+        assert release_job(session, job_id=job_id, attempt=3)
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=later) == 4
+
+
+def test_a_duplicate_delivery_beside_a_live_leader_is_dropped(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _submit(factory)
+    real_step = Trainer.train_step
+    duplicates: list[str] = []
+
+    def step_with_a_duplicate(self: Trainer) -> Any:
+        if self.step == 5:
+            duplicates.append(run_job(job_id, factory=factory, settings=settings))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_with_a_duplicate)
+    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    assert duplicates == ["duplicate"]
+    job = _job(factory, job_id)
+    assert job.attempt == 1
+    with session_scope(factory) as session:
+        assert session.scalar(select(func.count()).select_from(Metric).where(
+            Metric.job_id == job_id)) == job.total_steps
+
+
+def test_a_replaced_leader_stops_without_writing(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _submit(factory)
+    real_step = Trainer.train_step
+
+    def step_then_lose_the_lease(self: Trainer) -> Any:
+        if self.step == 3:  # the watchdog presumed this leader dead and handed the job back
+            with session_scope(factory) as session:
+                assert release_job(session, job_id=job_id, attempt=1)
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_lose_the_lease)
+    assert run_job(job_id, factory=factory, settings=settings) == "superseded"
+    assert _job(factory, job_id).status == "queued"
+
+
+def test_a_shutting_down_worker_hands_the_job_back_at_its_step(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _submit(factory)
+    real_step = Trainer.train_step
+    requeued: list[str] = []
+
+    def step_then_shut_down(self: Trainer) -> Any:
+        if self.step == 4:
+            SHUTTING_DOWN.set()
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_shut_down)
+    try:
+        assert run_job(job_id, factory=factory, settings=settings,
+                       requeue=requeued.append) == "handed back"
+    finally:
+        SHUTTING_DOWN.clear()
+    job = _job(factory, job_id)
+    assert (job.status, job.step, requeued) == ("queued", 5, [job_id])
+    with session_scope(factory) as session:
+        assert session.get(Checkpoint, (job_id, 5)) is not None
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    assert _job(factory, job_id).attempt == 2
+
+
+def test_the_watchdog_requeues_a_stalled_job_then_fails_it(
+        factory: SessionFactory, settings: Settings) -> None:
+    job_id = _submit(factory)
+    with session_scope(factory) as session:
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60) == 1
+    fresh = settings.model_copy(update={"stall_timeout_s": 60.0, "max_attempts": 2})
+    sent: list[str] = []
+    assert check_stalled(factory, fresh, sent.append).requeued == []  # heartbeat is fresh
+    stale = fresh.model_copy(update={"stall_timeout_s": 0.001})
+    assert check_stalled(factory, stale, sent.append).requeued == [job_id]
+    assert sent == [job_id] and _job(factory, job_id).status == "queued"
+    with session_scope(factory) as session:
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60) == 2
+    report = check_stalled(factory, stale, sent.append)
+    assert report.failed == [job_id] and sent == [job_id]
+    job = _job(factory, job_id)
+    assert (job.status, job.error_type) == ("failed", "stalled")
+    assert "max_attempts=2" in (job.error_message or "")
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_period(
+        factory: SessionFactory) -> None:
+    job_id = _submit(factory)
+    later = utc_now() + timedelta(seconds=120)
+    with session_scope(factory) as session:
+        assert requeue_stalled(session, stall_timeout_s=60, max_attempts=5,
+                               now=later).requeued == [job_id]
+    with session_scope(factory) as session:
+        assert requeue_stalled(session, stall_timeout_s=60, max_attempts=5,
+                               now=later).requeued == []
+
+

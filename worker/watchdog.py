@@ -1,0 +1,72 @@
+"""The watchdog: no job stays ``running`` (or ``queued``) forever without progress.
+
+Each worker process runs it in a thread, every ``watchdog_interval_s``: jobs whose leader has
+written nothing for ``stall_timeout_s`` are handed back to the queue and re-sent, or failed
+with type ``stalled`` once they have used ``max_attempts`` (``db.queries.leases``). It lives
+in the workers rather than in a beat scheduler or the API because it needs nothing more than
+they have (the database and the broker), it runs wherever jobs can run, and several copies at
+once are harmless: each job changes with one conditional UPDATE, and a re-sent job is claimed
+by one delivery only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy.exc import SQLAlchemyError
+
+from db.engine import SessionFactory, get_engine, get_session_factory, session_scope
+from db.queries.leases import StallReport, requeue_stalled
+from db.settings import Settings, get_settings
+from worker.runner import Requeue, requeue_by_name
+
+log = logging.getLogger(__name__)
+
+_stop = threading.Event()
+
+
+def check_stalled(factory: SessionFactory, settings: Settings, requeue: Requeue) -> StallReport:
+    """One pass: hand back or fail the stalled jobs, then re-send those handed back (after the
+    commit, so that the delivery finds them ``queued``)."""
+    with session_scope(factory) as session:
+        report = requeue_stalled(session, stall_timeout_s=settings.stall_timeout_s,
+                                 max_attempts=settings.max_attempts)
+    for job_id in report.requeued:
+        log.warning("job %s stalled for %g s: re-enqueued", job_id, settings.stall_timeout_s)
+        requeue(job_id)
+    for job_id in report.failed:
+        log.error("job %s stalled for %g s on its last attempt: failed", job_id,
+                  settings.stall_timeout_s)
+    return report
+
+
+def _watch(settings: Settings) -> None:
+    while not _stop.wait(settings.watchdog_interval_s):
+        try:
+            check_stalled(get_session_factory(), settings, requeue_by_name)
+        except (SQLAlchemyError, OSError) as error:  # the next pass tries again
+            log.warning("watchdog pass failed: %s", error)
+        except Exception:  # a watchdog that dies silently is worse than a noisy one
+            log.exception("watchdog pass failed")
+
+
+@worker_ready.connect
+def _start(**_: object) -> None:
+    _stop.clear()
+    threading.Thread(target=_watch, args=(get_settings(),), name="shardtrain-watchdog",
+                     daemon=True).start()
+
+
+@worker_shutdown.connect
+def _end(**_: object) -> None:
+    _stop.set()
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_: object) -> None:
+    # The watchdog gives the worker process pooled database connections, and a pool process
+    # forked from it inherits them: two processes on one connection would interleave their
+    # statements. The child drops them from its pool without closing the parent's sockets.
+    get_engine().dispose(close=False)
