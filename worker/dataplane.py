@@ -29,11 +29,18 @@ class DataPlane(Protocol):
 
     def drop(self, *mailboxes: str) -> None: ...
 
+    def mark(self, name: str) -> None:
+        """Set a flag that expires with the mailboxes (e.g. a closed join window)."""
+        ...
+
+    def is_marked(self, name: str) -> bool: ...
+
 
 class MemoryDataPlane:
     def __init__(self) -> None:
         self._boxes: defaultdict[str, deque[bytes]] = defaultdict(deque)
         self._changed = threading.Condition()
+        self._marks: set[str] = set()
 
     def send(self, mailbox: str, payload: bytes) -> None:
         with self._changed:
@@ -50,6 +57,12 @@ class MemoryDataPlane:
         with self._changed:
             for mailbox in mailboxes:
                 self._boxes.pop(mailbox, None)
+
+    def mark(self, name: str) -> None:
+        self._marks.add(name)
+
+    def is_marked(self, name: str) -> bool:
+        return name in self._marks
 
 
 class RedisDataPlane:
@@ -83,6 +96,12 @@ class RedisDataPlane:
     def drop(self, *mailboxes: str) -> None:
         if mailboxes:
             self._redis.delete(*mailboxes)
+
+    def mark(self, name: str) -> None:
+        self._redis.set(name, b"1", ex=MAILBOX_TTL_S)
+
+    def is_marked(self, name: str) -> bool:
+        return bool(self._redis.exists(name))
 
 
 _memory = MemoryDataPlane()

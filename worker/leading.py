@@ -9,7 +9,7 @@ from core.training import Trainer
 from db.settings import Settings
 from worker.dataplane import data_plane
 from worker.links import local_address
-from worker.planning import choose_ranks, free_worker_slots
+from worker.planning import choose_ranks
 from worker.ranks import Mailboxes, RemoteRanks, gather_ranks
 
 log = logging.getLogger(__name__)
@@ -27,31 +27,25 @@ def launch_by_name(job_id: str, attempt: int, rank: int) -> None:
 
 
 def rank_limit(trainer: Trainer, cap: object, settings: Settings) -> int:
-    """The most ranks this job may use: its shards and its spec's cap (idle workers aside)."""
+    """The most ranks this job may use: its shards and its spec's cap."""
     if trainer.local or settings.is_embedded:
         return 1  # local SGD keeps every replica here; the embedded worker is this thread
     return min(trainer.spec.shards, cap) if isinstance(cap, int) else trainer.spec.shards
-
-
-def idle_workers() -> int:
-    from worker.app import celery_app
-
-    return free_worker_slots(celery_app)
 
 
 def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settings: Settings,
                 launch: RankLauncher | None = None) -> RemoteRanks | None:
     """Start the other ranks and attach them to ``trainer``; None when it runs alone.
 
-    ``cap`` is the spec's ``max_workers``: a number asks for that many ranks (as far as there
-    are idle workers), ``auto`` lets the cost model choose."""
+    ``cap`` is the spec's ``max_workers``: a number asks for that many ranks, ``auto`` lets
+    the cost model choose. The rank tasks are sent at once, and those that idle workers start
+    within ``rank_join_s`` take part: asking the workers first would cost more (a Celery
+    inspect broadcast takes about a second on Redis) than the window costs a busy cluster."""
     net = trainer.job.net
     wanted = rank_limit(trainer, cap, settings)
     if not isinstance(cap, int):
         wanted = choose_ranks(sizes=net.sizes, batch_size=trainer.spec.batch_size,
                               param_bytes=trainer.params.nbytes, limit=wanted)
-    if wanted > 1:  # only then is it worth asking the workers
-        wanted = min(wanted, 1 + idle_workers())
     if wanted == 1:
         return None
     plane = data_plane(settings.redis_url)

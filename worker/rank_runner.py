@@ -1,4 +1,4 @@
-"""A rank other than the leader: join, load the data, serve the leader's steps."""
+"""A rank other than the leader: join, learn its shards, load the data, serve the steps."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from worker.ranks import Mailboxes, await_assignment, join, serve_rank
 
 log = logging.getLogger(__name__)
 
+# How long after the leader's join window a joined rank still waits for its shards.
+ASSIGN_GRACE_S = 1.0
+
 
 def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | None = None,
              settings: Settings | None = None) -> str:
@@ -26,17 +29,19 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
             return "not needed"  # the job ended, or its leader restarted, before this ran
     plane = data_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
+    if plane.is_marked(boxes.joining_closed):
+        return "not needed"  # started after the leader's join window: it runs without us
     join(plane, boxes, rank)
-    # Load while the leader gathers its ranks: the join window is short, loading may not be.
+    assignment = await_assignment(plane, boxes, rank, settings.rank_join_s + ASSIGN_GRACE_S)
+    if assignment is None:
+        return "not needed"  # joined too late: the leader trains without this rank
+    # The data is loaded only once the rank has a place: the leader waits for its first
+    # answer up to rank_timeout_s, and a rank that was not needed costs no loading.
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         assert job is not None
         data = load_input(session, job)
     job_data = JobData.prepare(data.spec, data.X, data.y)
-    assignment = await_assignment(plane, boxes, rank,
-                                  settings.rank_join_s + settings.rank_timeout_s)
-    if assignment is None:
-        return "not needed"  # joined too late: the leader trains without this rank
     owned, link = assignment
     served = serve_rank(link, rank, job_data, owned, settings.rank_timeout_s)
     log.info("rank %d of job %s served %d steps", rank, job_id, served)

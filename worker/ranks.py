@@ -50,6 +50,10 @@ class Mailboxes:
     def from_rank(self, rank: int) -> str:
         return f"shardtrain:{self.job_id}:{self.attempt}:from{rank}"
 
+    @property
+    def joining_closed(self) -> str:
+        return f"shardtrain:{self.job_id}:{self.attempt}:joining-closed"
+
 
 def plan_ranks(shards: int, ranks: int) -> list[list[int]]:
     """Contiguous blocks of near-equal size, rank 0 first (so the leader's come first)."""
@@ -76,6 +80,8 @@ def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, w
         payload = plane.receive(boxes.leader, left)
         if payload is not None and (message := decode(payload)).kind == JOIN:
             joined.add(message.rank)
+    # Rank tasks that start from now on learn at once that they are not needed.
+    plane.mark(boxes.joining_closed)
     blocks = plan_ranks(shards, 1 + len(joined))
     members = {rank: blocks[i] for i, rank in enumerate(sorted(joined), start=1)}
     listener = Listener(listen_on) if listen_on is not None and members else None
