@@ -88,6 +88,8 @@ def service_seconds(workers: int, data: bytes, spec: dict[str, Any], repeats: in
         BROKER_URL, DATA_PLANE_URL), log_dir)
     cluster.env["SHARDTRAIN_MAX_BODY_BYTES"] = str(1 << 30)
     cluster.env["SHARDTRAIN_METRICS_FLUSH_S"] = "1.0"
+    for name in ("SHARDTRAIN_RANK_JOIN_S", "SHARDTRAIN_RANK_TIMEOUT_S"):
+        cluster.env.pop(name)  # the defaults, not the tests' short timeouts
     try:
         cluster.start()
         dataset = cluster.client.upload_dataset(data, name="reference.npz")

@@ -32,6 +32,8 @@ from worker.shutdown import SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
 
+JOIN_QUIET_S = 0.2
+
 
 @dataclass(frozen=True)
 class Mailboxes:
@@ -73,13 +75,22 @@ def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, w
     """Wait up to ``window`` s for ranks 1..wanted to join and give each joiner its block of
     shards. Blocks of ranks that did not join stay with the leader, so a busy cluster never
     makes a job wait for capacity it does not have. ``listen_on`` is the address to accept
-    the ranks' TCP links on; None links them through the data plane (one process)."""
-    deadline = time.monotonic() + window
+    the ranks' TCP links on; None links them through the data plane (one process).
+
+    Idle workers start their rank tasks within milliseconds of each other, so once a rank has
+    joined, ``JOIN_QUIET_S`` without another means the rest are not coming soon."""
+    deadline = last_join = time.monotonic() + window
     joined: set[int] = set()
-    while len(joined) < wanted and (left := deadline - time.monotonic()) > 0:
+    while len(joined) < wanted:
+        left = deadline - time.monotonic()
+        if joined:
+            left = min(left, last_join + JOIN_QUIET_S - time.monotonic())
+        if left <= 0:
+            break
         payload = plane.receive(boxes.leader, left)
         if payload is not None and (message := decode(payload)).kind == JOIN:
             joined.add(message.rank)
+            last_join = time.monotonic()
     # Rank tasks that start from now on learn at once that they are not needed.
     plane.mark(boxes.joining_closed)
     blocks = plan_ranks(shards, 1 + len(joined))
