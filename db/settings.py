@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     """How often each worker looks for stalled jobs (``stall_timeout_s``)."""
     max_attempts: int = Field(default=5, gt=0)
     """Attempts after which a stalled job is failed (``stalled``) rather than re-enqueued."""
-    rank_join_s: float = Field(default=0.5, ge=0)
+    rank_join_s: float = Field(default=0.25, ge=0)
     """How long a leader waits for its ranks to join before training with those that did."""
     rank_timeout_s: float = Field(default=30.0, gt=0)
     """Silence after which a rank is dropped (or a rank gives up on its leader)."""
