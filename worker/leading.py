@@ -10,6 +10,7 @@ from db.settings import Settings
 from worker.dataplane import data_plane
 from worker.links import local_address
 from worker.planning import choose_ranks
+from worker.presence import idle_workers
 from worker.ranks import Mailboxes, RemoteRanks, gather_ranks
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,18 @@ def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settin
     """Start the other ranks and attach them to ``trainer``; None when it runs alone.
 
     ``cap`` is the spec's ``max_workers``: a number asks for that many ranks, ``auto`` lets
-    the cost model choose. The rank tasks are sent at once, and those that idle workers start
-    within ``rank_join_s`` take part: asking the workers first would cost more (a Celery
-    inspect broadcast takes about a second on Redis) than the window costs a busy cluster."""
+    the cost model choose; either way no more than the idle workers (``worker.presence``) can
+    start. The rank tasks are sent at once, and those started within ``rank_join_s`` take
+    part."""
     net = trainer.job.net
     wanted = rank_limit(trainer, cap, settings)
     if not isinstance(cap, int):
         wanted = choose_ranks(sizes=net.sizes, batch_size=trainer.spec.batch_size,
                               param_bytes=trainer.params.nbytes, limit=wanted)
+    if wanted > 1:
+        idle = idle_workers()
+        if idle is not None:
+            wanted = min(wanted, 1 + idle)
     if wanted == 1:
         return None
     plane = data_plane(settings.redis_url)

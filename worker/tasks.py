@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task
 
 from db.logs import job_context
-from worker import shutdown, watchdog  # noqa: F401  (their signal handlers)
+from worker import presence, shutdown, watchdog  # noqa: F401  (their signal handlers)
 from worker.app import celery_app
 from worker.leading import TRAIN_JOB, TRAIN_RANK
 from worker.rank_runner import run_rank
