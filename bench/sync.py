@@ -41,8 +41,9 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 # --- shardtrain's exchange ------------------------------------------------------------------
 
-def _echo_rank(boxes: Mailboxes, rank: int, tcp: bool) -> None:
-    """A rank that answers every PARAMS at once with a zero partial sum for its one shard."""
+def _echo_rank(boxes: Mailboxes, rank: int) -> None:
+    """A rank that answers every PARAMS at once with a zero partial sum for its one shard;
+    the leader's assignment says whether its link is TCP or Redis mailboxes."""
     plane = RedisDataPlane.from_url(DATA_PLANE_URL)
     join(plane, boxes, rank)
     assignment = await_assignment(plane, boxes, rank, 30.0)
@@ -64,7 +65,7 @@ def shardtrain_rounds(ranks: int, rounds: int, *, tcp: bool) -> dict[str, float]
     """Rounds over TCP links (the design) or through Redis mailboxes (what it replaced)."""
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_echo_rank, args=(boxes, rank, tcp))
+    children = [context.Process(target=_echo_rank, args=(boxes, rank))
                 for rank in range(1, ranks)]
     for child in children:
         child.start()

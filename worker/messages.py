@@ -15,7 +15,7 @@ import numpy as np
 _HEADER = struct.Struct("<cqqi")
 # how many shard ids, losses, node bounds and text bytes follow
 _COUNTS = struct.Struct("<iiii")
-JOIN, ASSIGN, PARAMS, GRADS, STOP = b"J", b"A", b"P", b"G", b"S"
+JOIN, ASSIGN, PARAMS, GRADS = b"J", b"A", b"P", b"G"
 
 
 @dataclass(frozen=True)
