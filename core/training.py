@@ -166,7 +166,7 @@ class Trainer:
         self.optimizers[0].step(self.params, self._grad)
         return loss
 
-    def _local_step(self, step: int, rows: int, sync: bool) -> float:
+    def _local_step(self, step: int, sync: bool) -> float:
         loss = 0.0
         for shard, owner in enumerate(self._owners):
             replica = self.replicas[shard]
@@ -204,7 +204,7 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):
             if self.local:
                 sync = (step + 1) % self.spec.sync_every == 0 or epoch_end
-                loss = self._local_step(step, rows, sync)
+                loss = self._local_step(step, sync)
             else:
                 loss = self._exact_step(step, rows)
         self.step = step + 1

@@ -195,7 +195,7 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
     except DivergedError as exc:
         # The parameters are those of the last finite step: keep them as a checkpoint.
         with session_scope(factory) as session:
-            job = _write(session, job_id, attempt, trainer, progress, event,
+            job = _write(session, job_id, attempt, progress, event,
                          time.monotonic() - start)
             save_checkpoint(session, job_id=job_id, step=trainer.step, state=trainer.state_bytes())
             job.mark_failed("diverged", str(exc))
@@ -225,7 +225,7 @@ def _flush(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer,
            progress: Progress, event: StepEvent, state: bytes | None, seconds: float) -> bool:
     """Write what is pending; True when the job was cancelled (and is now marked so)."""
     with session_scope(factory) as session:
-        job = _write(session, job_id, attempt, trainer, progress, event, seconds)
+        job = _write(session, job_id, attempt, progress, event, seconds)
         if job.cancel_requested:
             save_checkpoint(session, job_id=job_id, step=trainer.step, state=trainer.state_bytes())
             job.mark_cancelled()
@@ -241,13 +241,13 @@ def _hand_back(factory: SessionFactory, job_id: str, attempt: int, trainer: Trai
     """Write what is pending and a checkpoint of this step, and return the job to the queue;
     the caller re-sends it, and the next claim resumes from this very step."""
     with session_scope(factory) as session:
-        _write(session, job_id, attempt, trainer, progress, event, seconds)
+        _write(session, job_id, attempt, progress, event, seconds)
         save_checkpoint(session, job_id=job_id, step=trainer.step, state=trainer.state_bytes())
         prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
         release_job(session, job_id=job_id, attempt=attempt)
 
 
-def _write(session: Session, job_id: str, attempt: int, trainer: Trainer, progress: Progress,
+def _write(session: Session, job_id: str, attempt: int, progress: Progress,
            event: StepEvent | None, seconds: float) -> Job:
     # The lease first: a replaced leader must not write beside its successor.
     job = _owned(session, job_id, attempt)
@@ -268,7 +268,7 @@ def _finish(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer
             progress: Progress, event: StepEvent | None, seconds: float) -> str:
     model = trainer.model().to_npz()
     with session_scope(factory) as session:
-        job = _write(session, job_id, attempt, trainer, progress, event, seconds)
+        job = _write(session, job_id, attempt, progress, event, seconds)
         save_weights(session, job_id=job_id, kind="final", step=trainer.step, data=model)
         if job.best_step is None:  # no validation rows: the final weights are the best known
             save_weights(session, job_id=job_id, kind="best", step=trainer.step, data=model)
