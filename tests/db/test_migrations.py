@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from db.base import Base
 from db.engine import make_engine
@@ -49,6 +50,25 @@ def test_downgrade_to_base_and_upgrade_again(empty_database_url: str) -> None:
         engine.dispose()
     upgrade(empty_database_url)
     assert_at_head_and_matching_models(empty_database_url)
+
+
+@pytest.mark.services
+def test_weights_and_checkpoints_are_stored_uncompressed_on_postgresql(
+    new_postgres_database: Callable[[], str],
+) -> None:
+    url = new_postgres_database()
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            storage = dict(connection.execute(text(
+                "SELECT attrelid::regclass::text || '.' || attname, attstorage FROM pg_attribute"
+                " WHERE attrelid IN ('weights'::regclass, 'checkpoints'::regclass,"
+                " 'datasets'::regclass) AND attname IN ('data', 'state', 'content')")).all())
+    finally:
+        engine.dispose()
+    # 'e' is EXTERNAL (out of line, never compressed); datasets keep the default, 'x'.
+    assert storage == {"weights.data": "e", "checkpoints.state": "e", "datasets.content": "x"}
 
 
 def test_upgrade_twice_is_a_no_op(sqlite_url: str) -> None:
