@@ -8,6 +8,7 @@ can recompute it, so no worker's placement can change the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +30,14 @@ def check_arrays(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidDataError(f"X must be numeric, got dtype {X.dtype}")
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise InvalidDataError(f"y must have {X.shape[0]} rows like X, got shape {y.shape}")
-    # min and max propagate NaN and are infinite when any value is: two streaming passes
-    # instead of a full-size boolean array; the offending row is only looked for on failure.
-    if X.dtype.kind == "f" and not (np.isfinite(X.min()) and np.isfinite(X.max())):
-        bad = int(np.argwhere(~np.isfinite(X))[0][0])
-        raise InvalidDataError(f"X holds NaN or Inf (first at row {bad})")
+    # A sum is NaN or infinite when any value is: one streaming pass instead of a full-size
+    # boolean array. It can also overflow on finite values, so only then are they looked at.
+    with np.errstate(over="ignore"):
+        overflowed_or_bad = X.dtype.kind == "f" and not np.isfinite(X.sum())
+    if overflowed_or_bad:
+        bad_rows = np.argwhere(~np.isfinite(X))
+        if len(bad_rows):
+            raise InvalidDataError(f"X holds NaN or Inf (first at row {int(bad_rows[0][0])})")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         bad = int(np.argwhere(~np.isfinite(y))[0][0])
         raise InvalidDataError(f"y holds NaN or Inf (first at row {bad})")
@@ -107,6 +111,16 @@ class TargetEncoding:
         if self.classes is None:
             return None
         return self.classes[self.predict_index(out)]
+
+
+def output_width(task: str, classes: list[Any] | None, n_targets: int, output: str,
+                 loss: str) -> int:
+    """Units of the output layer, as ``TargetEncoding.fit`` sets them, from what describes a
+    dataset without its rows: its task, its classes and its number of target columns."""
+    if task == "regression":
+        return n_targets
+    # The class list stands in for y: the encoding depends only on the set of classes.
+    return TargetEncoding.fit(np.asarray(classes), output, loss).n_out
 
 
 def n_validation(n: int, fraction: float) -> int:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from api.schemas.jobs import JobCreate
 from api.services.errors import Conflict, InvalidInput, QueueFull
-from core.data import InvalidDataError, TargetEncoding, n_validation, steps_per_epoch
+from core.data import InvalidDataError, n_validation, output_width, steps_per_epoch
 from core.network import Network
 from core.npz import from_npz
 from db.models import Dataset, Job
@@ -28,17 +27,14 @@ def _limit(field: tuple[str, ...], message: str) -> InvalidInput:
     return InvalidInput(("body", *field), f"{'.'.join(field)}: {message}", kind="limit_exceeded")
 
 
-def output_width(*, spec: JobCreate, dataset: Dataset) -> int:
+def job_output_width(*, spec: JobCreate, dataset: Dataset) -> int:
     """Units of the output layer for this dataset, as the core's target encoding sets them."""
-    if dataset.task == "regression":
-        if spec.loss == "cross_entropy":
-            raise InvalidInput(("body", "loss"), "loss: cross_entropy needs class labels, and "
-                               f"dataset {dataset.id} holds regression targets; use mse")
-        return dataset.n_targets
-    assert dataset.classes is not None
+    if dataset.task == "regression" and spec.loss == "cross_entropy":
+        raise InvalidInput(("body", "loss"), "loss: cross_entropy needs class labels, and "
+                           f"dataset {dataset.id} holds regression targets; use mse")
     try:
-        # The class list stands in for y: the encoding depends only on the set of classes.
-        return TargetEncoding.fit(np.asarray(dataset.classes), spec.model.output, spec.loss).n_out
+        return output_width(dataset.task, dataset.classes, dataset.n_targets,
+                            spec.model.output, spec.loss)
     except InvalidDataError as error:
         raise InvalidInput(("body", "loss"), f"loss: {error}") from error
 
@@ -97,7 +93,7 @@ def submit_job(*, session: Session, tenant_id: str, spec: JobCreate, settings: S
         raise InvalidInput(("body", "dataset"), f"dataset: you have no dataset {spec.dataset}",
                            kind="not_found")
     network = Network.from_spec(spec, dataset.n_features,
-                                output_width(spec=spec, dataset=dataset))
+                                job_output_width(spec=spec, dataset=dataset))
     check_limits(spec=spec, dataset=dataset, network=network, settings=settings)
     if spec.init is not None:
         check_init(session=session, tenant_id=tenant_id, job_id=spec.init, network=network)
