@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from core.network import Network
+from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
 from worker.dataplane import data_plane
@@ -27,36 +29,42 @@ def launch_by_name(job_id: str, attempt: int, rank: int) -> None:
     celery_app.send_task(TRAIN_RANK, args=[job_id, attempt, rank])
 
 
-def rank_limit(trainer: Trainer, cap: object, settings: Settings) -> int:
+def rank_limit(spec: TrainSpec, cap: object, settings: Settings) -> int:
     """The most ranks this job may use: its shards and its spec's cap."""
-    if trainer.local or settings.is_embedded:
+    if spec.sync_every > 1 or settings.is_embedded:
         return 1  # local SGD keeps every replica here; the embedded worker is this thread
-    return min(trainer.spec.shards, cap) if isinstance(cap, int) else trainer.spec.shards
+    return min(spec.shards, cap) if isinstance(cap, int) else spec.shards
 
 
-def start_ranks(job_id: str, attempt: int, trainer: Trainer, cap: object, settings: Settings,
-                launch: RankLauncher | None = None) -> RemoteRanks | None:
-    """Start the other ranks and attach them to ``trainer``; None when it runs alone.
+def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: object,
+                 settings: Settings, launch: RankLauncher | None = None) -> int:
+    """Send the tasks of ranks 1..P-1 of this attempt and return P, the leader included.
 
     ``cap`` is the spec's ``max_workers``: a number asks for that many ranks, ``auto`` lets
     the cost model choose; either way no more than the idle workers (``worker.presence``) can
-    start. The rank tasks are sent at once, and those started within ``rank_join_s`` take
-    part."""
-    net = trainer.job.net
-    wanted = rank_limit(trainer, cap, settings)
+    start. The leader sends them as soon as it holds the job, so that they start, join and
+    load their data while it builds its own trainer."""
+    wanted = rank_limit(spec, cap, settings)
     if not isinstance(cap, int):
-        wanted = choose_ranks(sizes=net.sizes, batch_size=trainer.spec.batch_size,
-                              param_bytes=trainer.params.nbytes, limit=wanted)
+        wanted = choose_ranks(sizes=net.sizes, batch_size=spec.batch_size,
+                              param_bytes=net.n_params * net.dtype.itemsize, limit=wanted)
     if wanted > 1:
         idle = idle_workers()
         if idle is not None:
             wanted = min(wanted, 1 + idle)
+    for rank in range(1, wanted):
+        (launch or launch_by_name)(job_id, attempt, rank)
+    return wanted
+
+
+def gather(job_id: str, attempt: int, wanted: int, trainer: Trainer,
+           settings: Settings) -> RemoteRanks | None:
+    """Attach to ``trainer`` the ranks that join within ``rank_join_s`` of the ``wanted``
+    (the leader included); None when it runs alone."""
     if wanted == 1:
         return None
     plane = data_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
-    for rank in range(1, wanted):
-        (launch or launch_by_name)(job_id, attempt, rank)
     # Ranks in other processes link to this one over TCP, at the address it has on the way
     # to Redis; without Redis they are threads here and link through memory.
     listen_on = local_address(settings.redis_url) if settings.redis_url else None

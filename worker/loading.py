@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from core.data import InvalidDataError
+from core.data import InvalidDataError, output_width
+from core.network import Network
 from core.npz import from_npz
 from core.spec import TrainSpec
 from db.models import Dataset, Job
@@ -56,12 +57,26 @@ def numeric_spec(spec: dict[str, Any]) -> TrainSpec:
                                 if k in TrainSpec.__dataclass_fields__})
 
 
-def load_input(session: Session, job: Job) -> TrainingInput:
-    """Raises InvalidDataError (or SpecError) when the job cannot train as stored."""
+def planned_network(session: Session, job: Job) -> tuple[TrainSpec, Network]:
+    """The job's numeric spec and network, from its dataset's description alone: a leader
+    sizes its ranks with it before it loads any rows. Raises as ``load_input`` does."""
+    spec = numeric_spec(job.spec)
+    dataset = _dataset(session, job)
+    n_out = output_width(dataset.task, dataset.classes, dataset.n_targets, spec.model.output,
+                         spec.loss)
+    return spec, Network.from_spec(spec, dataset.n_features, n_out)
+
+
+def _dataset(session: Session, job: Job) -> Dataset:
     dataset = session.get(Dataset, job.dataset_id)
     if dataset is None:
         raise InvalidDataError(f"dataset {job.dataset_id} no longer exists")
-    X, y = dataset_arrays(dataset)
+    return dataset
+
+
+def load_input(session: Session, job: Job) -> TrainingInput:
+    """Raises InvalidDataError (or SpecError) when the job cannot train as stored."""
+    X, y = dataset_arrays(_dataset(session, job))
     init = None
     init_id = job.spec.get("init")
     if init_id:

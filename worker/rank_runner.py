@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from core.data import InvalidDataError
 from core.job import JobData
+from core.spec import SpecError
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.settings import Settings, get_settings
@@ -32,16 +34,23 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
     if plane.is_marked(boxes.joining_closed):
         return "not needed"  # started after the leader's join window: it runs without us
     join(plane, boxes, rank)
+    # The data loads between joining and the assignment, while the leader builds its own
+    # trainer. A rank that joined in time is almost always given shards; one that was not
+    # (the leader closed the window first) has loaded into its cache for nothing.
+    try:
+        with session_scope(factory) as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return "not needed"  # deleted meanwhile
+            data = load_input(session, job)
+        job_data = JobData.prepare(data.spec, data.X, data.y)
+    except (InvalidDataError, SpecError, ValueError) as exc:
+        log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
+                 job_id, exc)
+        return "not needed"
     assignment = await_assignment(plane, boxes, rank, settings.rank_join_s + ASSIGN_GRACE_S)
     if assignment is None:
         return "not needed"  # joined too late: the leader trains without this rank
-    # The data is loaded only once the rank has a place: the leader waits for its first
-    # answer up to rank_timeout_s, and a rank that was not needed costs no loading.
-    with session_scope(factory) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        data = load_input(session, job)
-    job_data = JobData.prepare(data.spec, data.X, data.y)
     owned, link = assignment
     served = serve_rank(link, rank, job_data, owned, settings.rank_timeout_s)
     log.info("rank %d of job %s served %d steps", rank, job_id, served)

@@ -1,0 +1,146 @@
+"""What a leader writes about its job: progress batches, checkpoints and the final outcome.
+
+Every write first checks that the leader's attempt still holds the job's lease, so a leader
+that was presumed dead and replaced stops (``LeaseLost``) instead of writing beside its
+successor. A ``Batch`` is a snapshot that the training loop hands over, so a write can run in
+another thread (``worker.write_behind``) while the loop records the next steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from core.training import StepEvent, Trainer
+from db.engine import SessionFactory, session_scope
+from db.models import Job
+from db.queries.checkpoints import prune_checkpoints, save_checkpoint, save_weights
+from db.queries.leases import holds_lease
+from db.queries.metrics import MetricRow, upsert_metrics
+
+# Checkpoints kept besides step 0 (the initial weights): the latest to resume from, and the one
+# before it in case the latest was being written when the worker died.
+CHECKPOINTS_KEPT = 2
+
+
+class LeaseLost(Exception):
+    """This leader's attempt no longer owns the job: it was presumed dead and replaced, or
+    the job was handed back. It must stop without writing."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One write's worth of progress."""
+
+    rows: list[MetricRow]
+    step: int | None  # the last step recorded, with its epoch
+    epoch: int | None
+    best_val_loss: float | None
+    best_step: int | None
+    best_weights: bytes | None  # set when a better epoch has not been written yet
+    samples_per_s: float | None
+
+
+@dataclass
+class Progress:
+    """What the loop has recorded since the last write."""
+
+    pending: list[MetricRow] = field(default_factory=list)
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    best_weights: bytes | None = None
+    rows: int = 0
+
+    def record(self, trainer: Trainer, event: StepEvent) -> None:
+        self.pending.append(
+            (event.step, event.epoch, event.train_loss, event.val_loss, event.val_accuracy))
+        self.rows += event.rows
+        if event.val_loss is not None and (self.best_val_loss is None
+                                           or event.val_loss < self.best_val_loss):
+            self.best_val_loss, self.best_step = event.val_loss, event.step
+            self.best_weights = trainer.model().to_npz()
+
+    def take(self, event: StepEvent | None, seconds: float) -> Batch:
+        """What is pending, as of ``event`` after ``seconds`` of training; pending is then
+        empty."""
+        batch = Batch(rows=self.pending, step=event.step if event else None,
+                      epoch=event.epoch if event else None, best_val_loss=self.best_val_loss,
+                      best_step=self.best_step, best_weights=self.best_weights,
+                      samples_per_s=self.rows / seconds if seconds > 0 else None)
+        self.pending, self.best_weights = [], None
+        return batch
+
+
+def owned(session: Session, job_id: str, attempt: int) -> Job:
+    """The job, fresh, if ``attempt`` still holds its lease; else ``LeaseLost``."""
+    job = fresh_job(session, job_id)
+    if not holds_lease(job, attempt):
+        raise LeaseLost(f"job {job_id} is {job.status} at attempt {job.attempt}, not {attempt}")
+    return job
+
+
+def fresh_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise RuntimeError(f"job {job_id} vanished while running")
+    return job
+
+
+def write(session: Session, job_id: str, attempt: int, batch: Batch) -> Job:
+    job = owned(session, job_id, attempt)
+    upsert_metrics(session, job_id=job_id, rows=batch.rows)
+    if batch.best_weights is not None and batch.best_step is not None:
+        save_weights(session, job_id=job_id, kind="best", step=batch.best_step,
+                     data=batch.best_weights)
+    if batch.step is not None and batch.epoch is not None:
+        job.mark_progress(batch.epoch, batch.step)
+    job.best_val_loss, job.best_step = batch.best_val_loss, batch.best_step
+    job.samples_per_s = batch.samples_per_s
+    return job
+
+
+def checkpoint(session: Session, job_id: str, step: int, state: bytes) -> None:
+    save_checkpoint(session, job_id=job_id, step=step, state=state)
+    prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
+
+
+def flush(factory: SessionFactory, job_id: str, attempt: int, batch: Batch,
+          state: tuple[int, bytes] | None) -> bool:
+    """Write ``batch`` and the checkpoint ``state`` (step, bytes), if any; True when a cancel
+    of the job has been requested."""
+    with session_scope(factory) as session:
+        job = write(session, job_id, attempt, batch)
+        if state is not None:
+            checkpoint(session, job_id, *state)
+        return job.cancel_requested
+
+
+def stop(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, batch: Batch,
+         outcome: Callable[[Session, Job], None]) -> None:
+    """Write ``batch`` and a checkpoint of the trainer's state, then ``outcome`` (cancelled,
+    failed, handed back) in the same transaction."""
+    with session_scope(factory) as session:
+        job = write(session, job_id, attempt, batch)
+        checkpoint(session, job_id, trainer.step, trainer.state_bytes())
+        outcome(session, job)
+
+
+def finish(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, batch: Batch,
+           last: StepEvent | None, seconds: float) -> str:
+    """Write the last batch, the final weights and state, and mark the job succeeded."""
+    model = trainer.model().to_npz()
+    with session_scope(factory) as session:
+        job = write(session, job_id, attempt, batch)
+        save_weights(session, job_id=job_id, kind="final", step=trainer.step, data=model)
+        if job.best_step is None:  # no validation rows: the final weights are the best known
+            save_weights(session, job_id=job_id, kind="best", step=trainer.step, data=model)
+        checkpoint(session, job_id, trainer.step, trainer.state_bytes())
+        job.mark_succeeded(
+            final_train_loss=last.epoch_train_loss if last else None,
+            final_val_loss=last.val_loss if last else None,
+            final_val_accuracy=last.val_accuracy if last else None,
+            best_val_loss=job.best_val_loss, best_step=job.best_step,
+            samples_per_s=job.samples_per_s, seconds=seconds)
+        return job.status
