@@ -52,11 +52,11 @@ def _echo_rank(boxes: Mailboxes, rank: int) -> None:
     partial = np.zeros(PARAMS_COUNT, dtype=np.float32)
     try:
         while True:
-            message = decode(link.receive(30.0), dtype=np.dtype(np.float32), size=PARAMS_COUNT)
+            message = decode(link.receive(30.0))
             if message.kind == PARAMS:
                 link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
                                  shards=owned, losses=[0.0], nodes=[(owned[0], owned[0] + 1)],
-                                 vectors=[partial]))
+                                 buffers=[partial]))
     except LinkClosed:
         return
 

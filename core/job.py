@@ -23,6 +23,7 @@ from core.data import (
     shard_order,
 )
 from core.network import Network
+from core.optimizers import gradient_scale
 from core.spec import TrainSpec
 
 EVAL_CHUNK = 4096
@@ -58,6 +59,19 @@ class JobData:
             bounds=shard_bounds(len(train_idx), spec.shards),
             plan=StepPlan.build(len(train_idx), spec.batch_size, spec.shards),
         )
+
+    @cached_property
+    def gradient_scale(self) -> float:
+        """The optimizer's factor that every shard folds into its gradients."""
+        return gradient_scale(self.spec.optimizer)
+
+    @cached_property
+    def decay(self) -> np.ndarray | None:
+        """L2's gradient per unit of parameter (weights only, not biases), folded like the
+        shards' gradients; None without L2."""
+        if self.spec.l2 <= 0:
+            return None
+        return self.net.weight_mask() * (self.spec.l2 * self.gradient_scale)
 
     @cached_property
     def steps_per_epoch(self) -> int:

@@ -11,6 +11,7 @@ output layer instead of to every parameter, and its step is then a single pass o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -105,3 +106,18 @@ def gradient_scale(spec: OptimizerSpec) -> float:
     """The factor every shard folds into its gradient for this optimizer (see the module doc):
     SGD's learning rate; 1 for Adam, whose moments need the gradient itself."""
     return spec.lr if spec.name == "sgd" else 1.0
+
+
+def state_arrays(optimizer: Optimizer) -> list[np.ndarray]:
+    """The optimizer's state as arrays in a fixed order, to send as raw bytes."""
+    state = optimizer.state()
+    return [state[name] for name in sorted(state)]
+
+
+def load_state_arrays(optimizer: Optimizer, buffers: Sequence[bytes | memoryview]) -> None:
+    """Load the state from raw buffers in the order of ``state_arrays``, each of the dtype
+    and shape that this optimizer's own state has."""
+    state = optimizer.state()
+    optimizer.load_state({
+        name: np.frombuffer(buffer, state[name].dtype).reshape(state[name].shape)
+        for name, buffer in zip(sorted(state), buffers, strict=True)})

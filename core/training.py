@@ -3,15 +3,16 @@
 One step: every shard computes its gradient on its share of the global batch (``ShardSet``), the
 gradients are summed in a fixed tree order over shards (``core.reduce``), L2 decay is added and
 the optimizer steps. With
-``sync_every = K > 1`` each shard instead steps its own replica K times and the replicas are
-averaged, weighted by the rows each drew (local SGD: K times fewer synchronisations, at the
-price of an approximation of the exact averaged gradient).
+``sync_every = K > 1`` each shard instead steps its own replica for a round of K steps and the
+replicas are averaged, weighted by the rows each drew (local SGD, ``core.local_sgd``: K times
+fewer synchronisations, at the price of an approximation of the exact averaged gradient).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,9 +20,10 @@ from typing import Protocol
 import numpy as np
 
 from core.job import JobData, ShardSet
+from core.local_sgd import LocalRounds, is_round_start, round_end, round_weights
 from core.model import Model
 from core.npz import from_npz, to_npz
-from core.optimizers import Optimizer, gradient_scale, make_optimizer
+from core.optimizers import Optimizer, make_optimizer
 from core.reduce import Nodes, spare_buffers, tree_sum
 from core.spec import TrainSpec
 
@@ -29,16 +31,20 @@ from core.spec import TrainSpec
 class RemoteShards(Nodes, Protocol):
     """The shards other ranks compute (SPEC section 5): the leader's side of the exchange.
 
-    ``begin`` hands the step's parameters to the other ranks; the tree sum then takes their
-    partial sums as known nodes (``__getitem__`` waits for them); ``losses`` gives each remote
-    shard's summed loss for the step. A rank that stops answering raises ``RankLost`` from
-    ``__getitem__``, after which the exchange no longer claims its nodes and the step is
-    recomputed with those shards computed here.
+    ``begin`` hands the parameters at a step to the other ranks, and with local SGD the
+    optimizer of every shard (indexed by shard), whose states they start their round from and
+    whose states at the round's end they send back into those optimizers. The tree sum then
+    takes their partial sums as known nodes (``__getitem__`` waits for them); ``losses`` gives
+    each remote shard's summed loss at each step of the round (one step without local SGD). A
+    rank that stops answering raises ``RankLost`` from ``__getitem__``, after which the
+    exchange no longer claims its nodes and the round is recomputed with those shards computed
+    here.
     """
 
-    def begin(self, step: int, params: np.ndarray) -> None: ...
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
+              ) -> None: ...
 
-    def losses(self) -> dict[int, float]: ...
+    def losses(self) -> dict[int, list[float]]: ...
 
 
 class RankLost(Exception):
@@ -93,7 +99,7 @@ class Trainer:
         ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
         exact averaging up to rounding (default: local SGD exactly when sync_every > 1).
         ``submitted`` is the whole job spec as the user gave it, kept with the weights.
-        ``remote`` lets other ranks compute some shards (exact averaging only)."""
+        ``remote`` lets other ranks compute some shards."""
         self.spec = spec
         self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
         self.job = job = JobData.prepare(spec, X, y)
@@ -109,23 +115,24 @@ class Trainer:
         # The shard count alone, not the grouping, fixes the order of the reduction.
         self._owners = [owner[shard] for shard in range(spec.shards)]
         # Shards fold the optimizer's gradient scale into their gradients; decay follows suit.
-        self._scale = gradient_scale(spec.optimizer)
-        self._decay = net.weight_mask() * (spec.l2 * self._scale) if spec.l2 > 0 else None
-        self._grad = net.empty()
+        self._scale, self._decay = job.gradient_scale, job.decay
+        # The tree sum of the shards' vectors: the gradient, or the weighted replicas.
+        self._sum = net.empty()
         self._scratch = net.empty()
-        self._spare = spare_buffers(spec.shards, self._grad)
+        self._spare = spare_buffers(spec.shards, self._sum)
         self._losses = [0.0] * spec.shards
         self._epoch_loss = 0.0
         self._epoch_rows = 0
-        # Exact averaging keeps one optimizer; local SGD one replica and optimizer per shard.
+        # Exact averaging keeps one optimizer; local SGD one per shard.
         self.local = spec.sync_every > 1 if local_sgd is None else local_sgd
-        if self.local and remote is not None:
-            raise ValueError("local SGD keeps a replica per shard: it runs on one rank")
         n_opt = spec.shards if self.local else 1
         self.optimizers: list[Optimizer] = [
             make_optimizer(spec.optimizer, net.n_params, net.dtype) for _ in range(n_opt)]
-        self.replicas = [self.params.copy() for _ in range(spec.shards)] if self.local else []
-        self._rows_since_sync = np.zeros(spec.shards, dtype=np.int64)
+        self._rounds: list[LocalRounds] = []  # per shard, its ShardSet's
+        if self.local:
+            rounds = {id(o): LocalRounds(o) for o in self._owners}
+            self._rounds = [rounds[id(owner)] for owner in self._owners]
+        self._round_losses: deque[float] = deque()  # the round's steps not yet returned
 
     @property
     def total_steps(self) -> int:
@@ -152,49 +159,63 @@ class Trainer:
             if self.remote is not None:
                 self.remote.begin(step, self.params)
             try:
-                tree_sum(0, self.spec.shards, leaf, self._grad, self._spare, self.remote)
+                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, self.remote)
                 break
             except RankLost:
                 continue  # the lost rank's shards fall to this process: sum the step again
         if self.remote is not None:
-            for shard, value in self.remote.losses().items():
-                losses[shard] = value
+            for shard, values in self.remote.losses().items():
+                losses[shard] = values[0]
         loss = sum(losses)
         if not math.isfinite(loss):
             raise DivergedError(step + 1)
-        self._decayed(self._grad, self.params)
-        self.optimizers[0].step(self.params, self._grad)
+        self._decayed(self._sum, self.params)
+        self.optimizers[0].step(self.params, self._sum)
         return loss
 
-    def _local_step(self, step: int, sync: bool) -> float:
-        loss = 0.0
-        for shard, owner in enumerate(self._owners):
-            replica = self.replicas[shard]
-            own = int(self.job.plan.shares[step % self.job.steps_per_epoch, shard])
-            if own == 0:
-                continue
-            shard_loss, _ = owner.gradient(shard, step, replica, self._grad, self._scale / own)
-            loss += shard_loss
-            if not math.isfinite(loss):
-                raise DivergedError(step + 1)
-            self._decayed(self._grad, replica)
-            self.optimizers[shard].step(replica, self._grad)
-            self._rows_since_sync[shard] += own
-        if sync:
-            self._average_replicas()
-        return loss
-
-    def _average_replicas(self) -> None:
-        """Row-weighted mean of the replicas, summed in the fixed tree order, copied back."""
-        weights = self._rows_since_sync / self._rows_since_sync.sum()
+    def _local_round(self, start: int) -> list[float]:
+        """Run the round that starts after ``start`` steps and synchronise; return the loss
+        summed over the shards at each of its steps. On divergence the parameters and the
+        optimizers stay as they were at the round's start."""
+        job = self.job
+        end = round_end(job, start)
+        weights = round_weights(job, start, end)
+        losses = np.zeros((end - start, self.spec.shards))
+        saved = [{k: v.copy() for k, v in opt.state().items()} for opt in self.optimizers]
 
         def leaf(shard: int, out: np.ndarray) -> None:
-            np.multiply(self.replicas[shard], weights[shard], out=out)
+            self._rounds[shard].run(shard, start, end, self.params, self.optimizers[shard],
+                                    weights[shard], out, losses[:, shard])
 
-        tree_sum(0, self.spec.shards, leaf, self.params, self._spare)
-        for replica in self.replicas:
-            replica[...] = self.params
-        self._rows_since_sync[:] = 0
+        while True:
+            if self.remote is not None:
+                self.remote.begin(start, self.params, self.optimizers)
+            try:
+                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, self.remote)
+                break
+            except RankLost:
+                # Every shard's round starts again from the saved states, the lost rank's here.
+                for opt, state in zip(self.optimizers, saved, strict=True):
+                    opt.load_state(state)
+        if self.remote is not None:
+            for shard, values in self.remote.losses().items():
+                losses[:, shard] = values
+        # In shard order, as one process adds them: the same float whoever computed them.
+        totals = [sum(row) for row in losses.tolist()]
+        for i, total in enumerate(totals):
+            if not math.isfinite(total):
+                for opt, state in zip(self.optimizers, saved, strict=True):
+                    opt.load_state(state)
+                raise DivergedError(start + i + 1)
+        self.params[...] = self._sum
+        return totals
+
+    @property
+    def at_sync(self) -> bool:
+        """True when the training state is whole at ``step``: always with exact averaging; with
+        local SGD between rounds (the parameters and optimizers are then at a round's end,
+        while the steps of a round are returned one by one after it has run)."""
+        return not self._round_losses
 
     def train_step(self) -> StepEvent:
         job, step = self.job, self.step
@@ -203,8 +224,9 @@ class Trainer:
         # Overflow is how divergence shows; it is reported as DivergedError, not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             if self.local:
-                sync = (step + 1) % self.spec.sync_every == 0 or epoch_end
-                loss = self._local_step(step, sync)
+                if not self._round_losses:
+                    self._round_losses.extend(self._local_round(step))
+                loss = self._round_losses.popleft()
             else:
                 loss = self._exact_step(step, rows)
         self.step = step + 1
@@ -244,15 +266,14 @@ class Trainer:
     # Batch positions and shuffles are functions of the step count, so the step is the RNG state.
 
     def state_bytes(self) -> bytes:
+        if not self.at_sync:
+            raise RuntimeError(f"step {self.step} is inside a local SGD round: no whole state")
         arrays: dict[str, np.ndarray] = {"params": self.params,
                                          "step": np.array([self.step], dtype=np.int64),
-                                         "rows_since_sync": self._rows_since_sync,
                                          "epoch_loss": np.array([self._epoch_loss]),
                                          "epoch_rows": np.array([self._epoch_rows])}
         for i, opt in enumerate(self.optimizers):
             arrays.update({f"opt{i}.{k}": v for k, v in opt.state().items()})
-        for i, replica in enumerate(self.replicas):
-            arrays[f"replica{i}"] = replica
         # The model's shape too, so that a checkpoint alone yields weights (model_from_state).
         arrays.update(Model(self.job.net, self.job.encoding, self.params,
                             self.spec_dict).metadata())
@@ -267,15 +288,15 @@ class Trainer:
         step = int(arrays["step"][0])
         if not 0 <= step <= self.total_steps:
             raise ValueError(f"state is at step {step}, beyond this job's {self.total_steps}")
+        if self.local and not is_round_start(self.job, step):
+            raise ValueError(f"state is at step {step}, inside a local SGD round")
         self.params[...] = params
         self.step = step
-        self._rows_since_sync[...] = arrays["rows_since_sync"]
+        self._round_losses.clear()
         for i, opt in enumerate(self.optimizers):
             prefix = f"opt{i}."
             opt.load_state({k[len(prefix):]: v for k, v in arrays.items()
                             if k.startswith(prefix)})
-        for i, replica in enumerate(self.replicas):
-            replica[...] = arrays[f"replica{i}"]
         self._epoch_loss = float(arrays["epoch_loss"][0])
         self._epoch_rows = int(arrays["epoch_rows"][0])
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from core.network import Network
+from core.optimizers import make_optimizer, state_arrays
 from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
@@ -31,8 +32,8 @@ def launch_by_name(job_id: str, attempt: int, rank: int) -> None:
 
 def rank_limit(spec: TrainSpec, cap: object, settings: Settings) -> int:
     """The most ranks this job may use: its shards and its spec's cap."""
-    if spec.sync_every > 1 or settings.is_embedded:
-        return 1  # local SGD keeps every replica here; the embedded worker is this thread
+    if settings.is_embedded:
+        return 1  # the embedded worker is this thread
     return min(spec.shards, cap) if isinstance(cap, int) else spec.shards
 
 
@@ -46,8 +47,13 @@ def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: 
     load their data while it builds its own trainer."""
     wanted = rank_limit(spec, cap, settings)
     if not isinstance(cap, int):
+        # With local SGD a round also carries each shard's optimizer state, both ways.
+        optimizer = make_optimizer(spec.optimizer, net.n_params, net.dtype)
+        state_bytes = sum(a.nbytes for a in state_arrays(optimizer)) if spec.sync_every > 1 else 0
         wanted = choose_ranks(sizes=net.sizes, batch_size=spec.batch_size,
-                              param_bytes=net.n_params * net.dtype.itemsize, limit=wanted)
+                              param_bytes=net.n_params * net.dtype.itemsize, limit=wanted,
+                              sync_every=spec.sync_every, shards=spec.shards,
+                              shard_state_bytes=state_bytes)
     if wanted > 1:
         idle = idle_workers()
         if idle is not None:

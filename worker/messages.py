@@ -1,7 +1,9 @@
 """The data plane's messages: a fixed binary header, then raw numpy buffers.
 
 Every message names the attempt and the round it belongs to, so a late reply from before a
-re-plan, or from an earlier attempt of the job, is recognised and dropped.
+re-plan, or from an earlier attempt of the job, is recognised and dropped. The buffers are
+sent as they lie in memory and received as views of the link's buffer: their byte lengths
+travel in the header, their dtypes and shapes are the job's, which both sides know.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import numpy as np
 
 # kind, round (int64), step (int64), sender rank (int32)
 _HEADER = struct.Struct("<cqqi")
-# how many shard ids, losses, node bounds and text bytes follow
-_COUNTS = struct.Struct("<iiii")
+# how many shard ids, losses, node bounds, text bytes and buffers follow
+_COUNTS = struct.Struct("<iiiii")
 JOIN, ASSIGN, PARAMS, GRADS = b"J", b"A", b"P", b"G"
 
 
@@ -25,35 +27,42 @@ class Message:
     step: int
     rank: int
     shards: np.ndarray  # int32: assigned shards (ASSIGN) or the shards whose losses follow
-    losses: np.ndarray  # float64, one per shard in ``shards`` (GRADS)
-    nodes: np.ndarray  # int32 (n, 2): [lo, hi) of each vector that follows (GRADS)
+    losses: np.ndarray  # float64: per shard in ``shards``, per step of the round (GRADS)
+    nodes: np.ndarray  # int32 (n, 2): [lo, hi) of the first n buffers (GRADS)
     text: str  # ASSIGN: where to connect and with which secret ("" in one process)
-    vectors: list[np.ndarray]  # PARAMS: the parameters; GRADS: one partial sum per node
+    buffers: list[memoryview]  # PARAMS: the parameters first; GRADS: one partial sum per node
+    # first; then, with local SGD, the optimizer states of the shards (worker.exchange)
+
+    def vectors(self, dtype: np.dtype, count: int) -> list[np.ndarray]:
+        """The first ``count`` buffers as flat arrays of ``dtype`` (views, not copies)."""
+        return [np.frombuffer(buffer, dtype) for buffer in self.buffers[:count]]
 
 
 def encode(kind: bytes, *, round: int = 0, step: int = 0, rank: int = 0,
-           shards: list[int] | None = None, losses: list[float] | None = None,
+           shards: list[int] | None = None, losses: np.ndarray | list[float] | None = None,
            nodes: list[tuple[int, int]] | None = None, text: str = "",
-           vectors: list[np.ndarray] | None = None) -> list[bytes | memoryview]:
-    """The message as buffers to send one after the other: the vectors are not copied."""
+           buffers: list[np.ndarray] | None = None) -> list[bytes | memoryview]:
+    """The message as buffers to send one after the other: the arrays are not copied."""
     shard_ids = np.asarray(shards or [], dtype=np.int32)
-    loss_values = np.asarray(losses or [], dtype=np.float64)
+    loss_values = np.asarray(losses if losses is not None else [], dtype=np.float64).ravel()
     node_bounds = np.asarray(nodes or [], dtype=np.int32).reshape(-1, 2)
     encoded_text = text.encode()
+    arrays = [np.ascontiguousarray(b).data.cast("B") for b in buffers or []]
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     head = b"".join([
         _HEADER.pack(kind, round, step, rank),
-        _COUNTS.pack(len(shard_ids), len(loss_values), len(node_bounds), len(encoded_text)),
-        shard_ids.tobytes(), loss_values.tobytes(), node_bounds.tobytes(), encoded_text])
-    return [head, *(v.data.cast("B") for v in vectors or [])]
+        _COUNTS.pack(len(shard_ids), len(loss_values), len(node_bounds), len(encoded_text),
+                     len(arrays)),
+        shard_ids.tobytes(), loss_values.tobytes(), node_bounds.tobytes(), encoded_text,
+        lengths.tobytes()])
+    return [head, *arrays]
 
 
-def decode(payload: bytes | memoryview, *, dtype: np.dtype | None = None,
-           size: int = 0) -> Message:
-    """``dtype`` and ``size`` (elements per vector) are needed for PARAMS and GRADS only.
-    The vectors are views of ``payload``, not copies."""
+def decode(payload: bytes | memoryview) -> Message:
+    """The buffers are views of ``payload``, not copies."""
     kind, round_, step, rank = _HEADER.unpack_from(payload)
     offset = _HEADER.size
-    n_shards, n_losses, n_nodes, n_text = _COUNTS.unpack_from(payload, offset)
+    n_shards, n_losses, n_nodes, n_text, n_buffers = _COUNTS.unpack_from(payload, offset)
     offset += _COUNTS.size
     shards = np.frombuffer(payload, np.int32, n_shards, offset)
     offset += shards.nbytes
@@ -63,9 +72,11 @@ def decode(payload: bytes | memoryview, *, dtype: np.dtype | None = None,
     offset += nodes.nbytes
     text = bytes(payload[offset:offset + n_text]).decode()
     offset += n_text
-    vectors = []
-    if dtype is not None and size:
-        count = (len(payload) - offset) // (np.dtype(dtype).itemsize * size)
-        vectors = [np.frombuffer(payload, dtype, size, offset + i * size * np.dtype(dtype).itemsize)
-                   for i in range(count)]
-    return Message(bytes(kind), round_, step, rank, shards, losses, nodes, text, vectors)
+    lengths = np.frombuffer(payload, np.int64, n_buffers, offset)
+    offset += lengths.nbytes
+    view = memoryview(payload).cast("B")
+    buffers = []
+    for length in lengths.tolist():
+        buffers.append(view[offset:offset + length])
+        offset += length
+    return Message(bytes(kind), round_, step, rank, shards, losses, nodes, text, buffers)

@@ -16,17 +16,23 @@ ROUND_LATENCY_S = 0.1e-3  # fixed cost of one exchange with a rank over its TCP 
 PAYLOAD_BYTES_PER_S = 2.5e9
 
 
-def step_seconds(sizes: tuple[int, ...], batch_size: int, ranks: int, param_bytes: int) -> float:
-    """Estimated wall time of one step: the compute divided, plus one round per other rank
-    (the leader sends the parameters to each and receives a partial sum from each)."""
+def step_seconds(sizes: tuple[int, ...], batch_size: int, ranks: int, param_bytes: int, *,
+                 sync_every: int = 1, shards: int = 1, shard_state_bytes: int = 0) -> float:
+    """Estimated wall time of one step: the compute divided, plus a synchronisation round
+    every ``sync_every`` steps, in which the leader sends each other rank the parameters (and
+    with local SGD the optimizer states of its shards, ``shard_state_bytes`` each) and
+    receives as much back."""
     compute = layer_flops(sizes) * batch_size / GEMM_FLOP_PER_S / ranks
     if ranks == 1:
         return compute
-    return compute + ROUND_LATENCY_S + (ranks - 1) * 2 * param_bytes / PAYLOAD_BYTES_PER_S
+    per_rank = 2 * (param_bytes + -(-shards // ranks) * shard_state_bytes)
+    return compute + (ROUND_LATENCY_S + (ranks - 1) * per_rank / PAYLOAD_BYTES_PER_S) / sync_every
 
 
-def choose_ranks(*, sizes: tuple[int, ...], batch_size: int, param_bytes: int,
-                 limit: int) -> int:
+def choose_ranks(*, sizes: tuple[int, ...], batch_size: int, param_bytes: int, limit: int,
+                 sync_every: int = 1, shards: int = 1, shard_state_bytes: int = 0) -> int:
     """The rank count in 1..limit with the lowest estimated step time."""
     return min(range(1, max(limit, 1) + 1),
-               key=lambda p: step_seconds(sizes, batch_size, p, param_bytes))
+               key=lambda p: step_seconds(sizes, batch_size, p, param_bytes,
+                                          sync_every=sync_every, shards=shards,
+                                          shard_state_bytes=shard_state_bytes))

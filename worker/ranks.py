@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.job import JobData, ShardSet
-from core.optimizers import gradient_scale
+from core.local_sgd import LocalRounds, round_end, round_weights
+from core.optimizers import Optimizer, load_state_arrays, make_optimizer, state_arrays
 from core.reduce import Node, covering_nodes, spare_buffers, tree_sum
 from core.training import RankLost
 from worker.dataplane import DataPlane
 from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
-from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, decode, encode
+from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, Message, decode, encode
 from worker.shutdown import SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
@@ -117,10 +119,11 @@ class RemoteRanks:
                  job_id: str = "") -> None:
         self._members, self._links = dict(team.members), dict(team.links)
         self._shards, self._timeout, self._job_id = shards, timeout, job_id
-        self._dtype, self._size = params.dtype, params.size
+        self._dtype = params.dtype
         self._round = 0
         self._received: dict[Node, np.ndarray] = {}
-        self._losses: dict[int, float] = {}
+        self._losses: dict[int, list[float]] = {}
+        self._optimizers: Sequence[Optimizer] = ()
         self._owner: dict[Node, int] = {}
         self._replan()
 
@@ -133,14 +136,18 @@ class RemoteRanks:
         self._owner = {node: rank for rank, owned in self._members.items()
                        for node in covering_nodes(0, self._shards, owned)}
 
-    def begin(self, step: int, params: np.ndarray) -> None:
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
+              ) -> None:
         self._round += 1
         self._received.clear()
         self._losses.clear()
-        payload = encode(PARAMS, round=self._round, step=step, vectors=[params])
+        self._optimizers = optimizers
         for rank, link in list(self._links.items()):
+            states = [a for shard in self._members[rank] if optimizers
+                      for a in state_arrays(optimizers[shard])]
             try:
-                link.send(payload)
+                link.send(encode(PARAMS, round=self._round, step=step,
+                                 buffers=[params, *states]))
             except LinkClosed:
                 self._drop(rank)
 
@@ -155,17 +162,28 @@ class RemoteRanks:
             except LinkClosed:
                 self._drop(rank)
                 raise RankLost(node) from None
-            message = decode(payload, dtype=self._dtype, size=self._size)
+            message = decode(payload)
             if message.kind == GRADS and message.round == self._round:
-                # Views of the link's buffer: the tree sum copies them before the link's
-                # next receive, which is the next round's.
-                for bounds, vector in zip(message.nodes, message.vectors, strict=True):
-                    self._received[(int(bounds[0]), int(bounds[1]))] = vector
-                self._losses.update(zip(message.shards.tolist(), message.losses.tolist(),
-                                        strict=True))
+                self._take(message)
         return self._received[node]
 
-    def losses(self) -> dict[int, float]:
+    def _take(self, message: Message) -> None:
+        # The sums are views of the link's buffer: the tree sum copies them before the link's
+        # next receive, which is the next round's. The optimizer states are copied here.
+        sums = message.vectors(self._dtype, len(message.nodes))
+        for bounds, vector in zip(message.nodes, sums, strict=True):
+            self._received[(int(bounds[0]), int(bounds[1]))] = vector
+        shards = message.shards.tolist()
+        self._losses.update(zip(shards, message.losses.reshape(len(shards), -1).tolist(),
+                                strict=True))
+        if self._optimizers:
+            states = message.buffers[len(sums):]
+            per_shard = len(states) // len(shards)
+            for i, shard in enumerate(shards):
+                load_state_arrays(self._optimizers[shard],
+                                  states[i * per_shard:(i + 1) * per_shard])
+
+    def losses(self) -> dict[int, list[float]]:
         return self._losses
 
     def _drop(self, rank: int) -> None:
@@ -205,23 +223,61 @@ def await_assignment(plane: DataPlane, boxes: Mailboxes, rank: int,
         return None
 
 
+class RankShards:
+    """A rank's part of each round: its shards' partial sums over the fixed tree, with
+    exact averaging their gradients at one step, with local SGD their weighted replicas after
+    a round (``core.local_sgd``), started from the optimizer states the leader sends."""
+
+    def __init__(self, job: JobData, owned: list[int]) -> None:
+        net = job.net
+        self.job, self.owned = job, owned
+        self.shard_set = ShardSet(job, owned)
+        self.nodes = covering_nodes(0, job.spec.shards, set(owned))
+        self.sums = [net.empty() for _ in self.nodes]
+        self._spare = spare_buffers(max(hi - lo for lo, hi in self.nodes), self.sums[0])
+        self.params = net.empty()
+        self.local = job.spec.sync_every > 1
+        self._rounds = LocalRounds(self.shard_set) if self.local else None
+        self.optimizers = {shard: make_optimizer(job.spec.optimizer, net.n_params, net.dtype)
+                           for shard in owned} if self.local else {}
+
+    def compute(self, message: Message) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The losses (owned shards x steps of the round) and the buffers that follow the
+        sums in the reply (the optimizer states with local SGD)."""
+        job, start = self.job, message.step
+        self.params[...] = message.vectors(job.net.dtype, 1)[0]
+        row = {shard: i for i, shard in enumerate(self.owned)}
+        if self._rounds is None:
+            losses = np.zeros((len(self.owned), 1))
+            scale = job.gradient_scale / job.step_rows(start)
+
+            def leaf(shard: int, out: np.ndarray) -> None:
+                losses[row[shard], 0] = self.shard_set.gradient(shard, start, self.params, out,
+                                                                scale)[0]
+        else:
+            rounds, end = self._rounds, round_end(job, start)
+            weights = round_weights(job, start, end)
+            losses = np.zeros((len(self.owned), end - start))
+            states = message.buffers[1:]
+            per_shard = len(states) // len(self.owned)
+            for i, shard in enumerate(self.owned):
+                load_state_arrays(self.optimizers[shard],
+                                  states[i * per_shard:(i + 1) * per_shard])
+
+            def leaf(shard: int, out: np.ndarray) -> None:
+                rounds.run(shard, start, end, self.params, self.optimizers[shard],
+                           weights[shard], out, losses[row[shard]])
+
+        for (lo, hi), out in zip(self.nodes, self.sums, strict=True):
+            tree_sum(lo, hi, leaf, out, self._spare)
+        return losses, [a for shard in self.owned if self.local
+                        for a in state_arrays(self.optimizers[shard])]
+
+
 def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
-    """Compute this rank's partial sums for every step the leader sends, until the link
-    closes or the leader falls silent; returns the number of steps served."""
-    net = job.net
-    shard_set = ShardSet(job, owned)
-    nodes = covering_nodes(0, job.spec.shards, set(owned))
-    sums = [net.empty() for _ in nodes]
-    spare = spare_buffers(max(hi - lo for lo, hi in nodes), sums[0])
-    params = net.empty()
-    fold = gradient_scale(job.spec.optimizer)  # as the leader's Trainer folds it
-    losses: dict[int, float] = {}
-    step = 0
-
-    def leaf(shard: int, out: np.ndarray) -> None:
-        losses[shard] = shard_set.gradient(shard, step, params, out,
-                                           fold / job.step_rows(step))[0]
-
+    """Compute this rank's partial sums for every round the leader starts, until the link
+    closes or the leader falls silent; returns the number of rounds served."""
+    shards = RankShards(job, owned)
     served = 0
     try:
         while True:
@@ -229,17 +285,13 @@ def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: f
                 # This worker is stopping: leave now (closing the link), so that it need not
                 # wait for the job's end; the leader computes these shards from then on.
                 return served
-            message = decode(link.receive(timeout), dtype=net.dtype, size=net.n_params)
+            message = decode(link.receive(timeout))
             if message.kind != PARAMS:
                 continue
-            params[...] = message.vectors[0]
-            step = message.step
-            losses.clear()
-            for (lo, hi), out in zip(nodes, sums, strict=True):
-                tree_sum(lo, hi, leaf, out, spare)
-            link.send(encode(GRADS, round=message.round, step=step, rank=rank,
-                             shards=list(losses), losses=list(losses.values()), nodes=nodes,
-                             vectors=sums))
+            losses, states = shards.compute(message)
+            link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
+                             shards=owned, losses=losses, nodes=shards.nodes,
+                             buffers=[*shards.sums, *states]))
             served += 1
     except LinkClosed:
         return served

@@ -177,21 +177,24 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
         for event in trainer.steps():
             STEP_SECONDS.observe(time.monotonic() - step_started)
             progress.record(trainer, event)
-            if writes.outcome():  # the last write found a cancel request
+            # A local SGD round has run whole before its steps come out one by one: the
+            # state to checkpoint, cancel or hand back at exists between rounds only.
+            whole = trainer.at_sync
+            if whole and writes.outcome():  # the last write found a cancel request
                 stop(lambda _, job: job.mark_cancelled())
                 return "cancelled"
             now = time.monotonic()
             if (not writes.busy and (len(progress.pending) >= settings.metrics_flush_steps
                                      or now - last_flush >= settings.metrics_flush_s)):
                 state = None
-                if now - last_checkpoint >= settings.checkpoint_interval_s:
+                if whole and now - last_checkpoint >= settings.checkpoint_interval_s:
                     state, last_checkpoint = (trainer.step, trainer.state_bytes()), now
                 writes.submit(partial(records.flush, factory, job_id, attempt,
                                       progress.take(event, now - start), state))
                 last_flush = now
             # Checked at every step (a flag: no I/O), so a worker asked to stop hands the job
-            # back within one step rather than finishing it first.
-            if SHUTTING_DOWN.is_set() and trainer.step < trainer.total_steps:
+            # back within one step (or round) rather than finishing it first.
+            if SHUTTING_DOWN.is_set() and whole and trainer.step < trainer.total_steps:
                 stop(lambda session, _: _release(session, job_id, attempt))
                 return "handed back"
             # Restarted here, not at the loop's top: bookkeeping and writes are not the step.

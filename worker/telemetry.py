@@ -10,10 +10,12 @@ Either way the step rate can be read off ``shardtrain_step_seconds_count``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from prometheus_client import Histogram
 
+from core.optimizers import Optimizer
 from core.reduce import Node
 from core.training import RemoteShards
 
@@ -43,9 +45,10 @@ class TimedRounds:
         self.inner = inner
         self._started = time.perf_counter()
 
-    def begin(self, step: int, params: np.ndarray) -> None:
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
+              ) -> None:
         self._started = time.perf_counter()
-        self.inner.begin(step, params)
+        self.inner.begin(step, params, optimizers)
 
     def __contains__(self, node: object) -> bool:
         return node in self.inner
@@ -53,6 +56,6 @@ class TimedRounds:
     def __getitem__(self, node: Node) -> np.ndarray:
         return self.inner[node]
 
-    def losses(self) -> dict[int, float]:
+    def losses(self) -> dict[int, list[float]]:
         ROUND_SECONDS.observe(time.perf_counter() - self._started)
         return self.inner.losses()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -76,15 +77,16 @@ def test_local_sgd_with_k_1_equals_gradient_averaging(shards: int, seed: int) ->
     X, y = blobs(n=90, seed=seed)
     exact = Trainer(_spec(shards=shards, seed=seed), X, y)
     local = Trainer(_spec(shards=shards, seed=seed), X, y, local_sgd=True)
-    assert local.local and len(local.replicas) == shards
+    assert local.local and len(local.optimizers) == shards
     exact.run()
     local.run()
     np.testing.assert_allclose(local.params, exact.params, rtol=1e-10, atol=1e-12)
 
 
-def test_any_grouping_of_shards_gives_bit_identical_weights() -> None:
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_any_grouping_of_shards_gives_bit_identical_weights(sync_every: int) -> None:
     X, y = blobs(n=300, seed=1, dtype=np.float32)
-    spec = _spec(shards=6, batch_size=30, dtype="float32", epochs=3,
+    spec = _spec(shards=6, batch_size=30, dtype="float32", epochs=3, sync_every=sync_every,
                  optimizer=OptimizerSpec(name="adam", lr=0.01), l2=1e-3)
     rng = np.random.default_rng(0)
     groupings = [[[0, 1, 2, 3, 4, 5]], [[s] for s in range(6)], [[5, 0], [3], [1, 4, 2]]]
@@ -99,6 +101,29 @@ def test_any_grouping_of_shards_gives_bit_identical_weights() -> None:
         results.append(trainer.params)
     for params in results[1:]:
         assert np.array_equal(params, results[0])
+
+
+def test_local_sgd_is_rounds_of_replica_steps_averaged_by_rows() -> None:
+    # SPEC 4.4 written out plainly: K steps of plain SGD per shard on its own replica, then
+    # the parameters are the replicas' mean weighted by the rows each shard drew (rounds also
+    # end at epoch ends: 75 training rows in batches of 16 are 5 steps an epoch).
+    X, y = blobs(n=75, seed=4)
+    spec = _spec(shards=3, epochs=2, sync_every=3, validation_fraction=0.0)
+    trainer = Trainer(spec, X, y)
+    job, params = trainer.job, trainer.params.copy()
+    shard_set, grad = ShardSet(job, range(3)), job.net.empty()
+    for start, end in [(0, 3), (3, 5), (5, 6), (6, 9), (9, 10)]:
+        replicas, rows = [params.copy() for _ in range(3)], np.zeros(3)
+        for step in range(start, end):
+            for shard, replica in enumerate(replicas):
+                own = job.plan.shares[step % 5, shard]
+                shard_set.gradient(shard, step, replica, grad, 0.1 / own)
+                replica -= grad
+                rows[shard] += own
+        params = sum(r * w for r, w in zip(replicas, rows / rows.sum(), strict=True))
+    trainer.run()
+    assert trainer.step == 10
+    np.testing.assert_allclose(trainer.params, params, rtol=1e-12, atol=1e-14)
 
 
 def test_local_sgd_averages_and_still_learns() -> None:

@@ -49,18 +49,25 @@ def test_stop_restore_finish_is_bit_identical(optimizer: OptimizerSpec, sync_eve
     straight_events = list(straight.steps())
 
     first = Trainer(spec, X, y)
-    for _ in range(13):  # mid-epoch, between two synchronisations
+    for _ in range(13):  # mid-epoch
         first.train_step()
+    if sync_every > 1:
+        # Step 13 is inside the round of steps 13 and 14: its state is whole at 14 only.
+        assert not first.at_sync
+        with pytest.raises(RuntimeError, match="inside a local SGD round"):
+            first.state_bytes()
+        first.train_step()
+    stop = first.step
     state = first.state_bytes()
     resumed = Trainer(spec, X, y)
     resumed.restore(state)
     rest = list(resumed.steps())
     assert np.array_equal(resumed.params, straight.params)
-    assert rest == straight_events[13:]
+    assert rest == straight_events[stop:]
     # A checkpoint alone yields the model at its step.
-    at_13 = model_from_state(state)
-    np.testing.assert_array_equal(at_13.params, first.params)
-    np.testing.assert_array_equal(at_13.predict(X).outputs, first.model().predict(X).outputs)
+    at_stop = model_from_state(state)
+    np.testing.assert_array_equal(at_stop.params, first.params)
+    np.testing.assert_array_equal(at_stop.predict(X).outputs, first.model().predict(X).outputs)
 
 
 def test_same_spec_and_seed_give_the_same_weights_and_another_seed_does_not() -> None:

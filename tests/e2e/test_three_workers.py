@@ -1,4 +1,5 @@
-"""Three worker processes: one job on 1, 2 and 3 ranks, and a rank killed mid-job."""
+"""Three worker processes: one job on 1, 2 and 3 ranks, local SGD on 3, and a rank killed
+mid-job."""
 
 from __future__ import annotations
 
@@ -54,6 +55,19 @@ def test_one_two_or_three_ranks_give_the_same_weights_and_history(
     for ranks in (2, 3):
         assert_same_weights(results[ranks][0], weights)
         assert results[ranks][1] == metrics, f"the history on {ranks} ranks differs"
+
+
+def test_local_sgd_runs_its_rounds_on_three_ranks_and_equals_one_process(
+        cluster: Cluster, digits_dataset: str, reference: Reference) -> None:
+    # Rounds of 4 steps (cut at each epoch's 43rd): every rank steps its shards' replicas and
+    # momentum buffers alone, and only the round's ends cross between the processes.
+    spec = digits_spec(digits_dataset, name="local-sgd", epochs=PARALLEL_EPOCHS, sync_every=4,
+                       max_workers=3)
+    job = run_on(cluster, spec)
+    assert_succeeded(job)
+    assert job["workers"] == 3
+    assert_every_step_once(cluster.metrics(job["id"]), job["progress"]["total_steps"])
+    assert_same_weights(cluster.client.weights(job["id"]), reference(reference_spec(spec)))
 
 
 def test_a_killed_rank_is_dropped_and_the_job_still_succeeds(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from prometheus_client import REGISTRY
 
+from core.optimizers import Optimizer
 from core.reduce import Node
 from worker.telemetry import TimedRounds
 
@@ -17,7 +19,8 @@ class SlowRanks:
     def __init__(self) -> None:
         self.sent_at = 0.0
 
-    def begin(self, step: int, params: np.ndarray) -> None:
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
+              ) -> None:
         self.sent_at = time.perf_counter()
 
     def __contains__(self, node: object) -> bool:
@@ -27,8 +30,8 @@ class SlowRanks:
         time.sleep(max(0.0, self.sent_at + 0.02 - time.perf_counter()))
         return np.ones(3)
 
-    def losses(self) -> dict[int, float]:
-        return {1: 0.5}
+    def losses(self) -> dict[int, list[float]]:
+        return {1: [0.5]}
 
 
 def _rounds() -> tuple[float, float]:
@@ -44,7 +47,7 @@ def test_a_round_is_timed_from_sending_the_parameters_to_the_ranks_losses() -> N
         rounds.begin(step, np.zeros(3))
         assert (1, 2) in rounds and (0, 1) not in rounds
         assert rounds[(1, 2)].sum() == 3
-        assert rounds.losses() == {1: 0.5}
+        assert rounds.losses() == {1: [0.5]}
     new_count, new_total = _rounds()
     assert new_count - count == 2
     assert 0.04 <= new_total - total < 1.0
