@@ -2,13 +2,15 @@
 
 1. Synchronisation rounds (bench/sync.py): shardtrain's exchange against a Celery chord.
 2. The reference job of the data-parallel issue (784-128-10, 60,000 synthetic rows, global
-   batch 1024, 4 shards, 3 epochs): wall time through the service (the processes of
-   docker-compose.yml on the local Redis and PostgreSQL, one BLAS thread each) with 1 and 2
-   workers, beside the same spec trained in one process (``shardtrain train``'s engine).
+   batch 1024, 4 shards, 3 epochs), and the same job with local SGD (rounds of 4 steps):
+   wall time through the service (the processes of docker-compose.yml on the local Redis and
+   PostgreSQL, one BLAS thread each) with 1 and 2 workers, beside the same spec trained in
+   one process (``shardtrain train``'s engine, one BLAS thread).
    The service figure is the job's own life in the database, from submission to the end
    (``finished_at - created_at``), on a warm service: the workers have started and have
-   trained one job on the dataset already, as they would in use.
-"""
+   trained one job on the dataset already, as they would in use. The one-process figure
+   starts from the same point, the rows in memory: building the trainer (which checks the
+   data and draws the initial weights) and training; the training alone is reported beside."""
 
 from __future__ import annotations
 
@@ -43,25 +45,34 @@ REFERENCE_SPEC: dict[str, Any] = {
     "loss": "cross_entropy", "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 3,
     "batch_size": 1024, "seed": 0, "validation_fraction": 0.0, "shards": 4,
 }
+# The same job with local SGD: each rank steps its shards alone for rounds of 4 steps.
+LOCAL_SGD_SPEC: dict[str, Any] = {**REFERENCE_SPEC, "name": "reference-local-sgd",
+                                  "sync_every": 4}
 PEERS_WALL_S = {"ray_train_warm": 13.7, "torch_ddp_2x1": 3.9, "torch_1_thread": 1.41}
 
 
-def in_process_seconds(data_file: Path, spec: dict[str, Any], repeats: int) -> float:
-    """Median training time of ``spec`` in a fresh single-threaded process."""
+def in_process_seconds(data_file: Path, spec: dict[str, Any], repeats: int
+                       ) -> tuple[float, float]:
+    """Median seconds of ``spec`` in a fresh single-threaded process, from the rows in memory
+    to trained weights, and of the training alone."""
     code = (
-        "import json, sys, numpy as np\n"
+        "import json, sys, time, numpy as np\n"
         "from core.spec import TrainSpec\nfrom core.training import Trainer\n"
         "spec = TrainSpec.from_dict({k: v for k, v in json.loads(sys.argv[2]).items()"
         " if k != 'name'})\n"
         "with np.load(sys.argv[1]) as d: X, y = d['X'], d['y']\n"
-        "print(Trainer(spec, X, y).run().seconds)\n")
-    times = []
+        "start = time.perf_counter()\n"
+        "trained = Trainer(spec, X, y).run()\n"
+        "print(time.perf_counter() - start, trained.seconds)\n")
+    whole, training = [], []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", code, str(data_file), json.dumps(spec)],
                              cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
                              capture_output=True, text=True, check=True)
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return float(np.median(times))
+        both = out.stdout.strip().splitlines()[-1].split()
+        whole.append(float(both[0]))
+        training.append(float(both[1]))
+    return float(np.median(whole)), float(np.median(training))
 
 
 def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -74,9 +85,10 @@ def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dic
     return (finished - created).total_seconds(), done
 
 
-def service_seconds(workers: int, data: bytes, spec: dict[str, Any], repeats: int,
-                    log_dir: Path) -> tuple[float, int | None]:
-    """Median job wall time on a warm cluster of ``workers``, and the ranks it used."""
+def service_seconds(workers: int, data: bytes, specs: dict[str, dict[str, Any]],
+                    repeats: int, log_dir: Path) -> dict[str, tuple[float, int | None]]:
+    """Per spec, the median job wall time on a warm cluster of ``workers``, and the ranks it
+    used; the specs' jobs alternate, so that a slow moment of the machine weighs on each."""
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"shardtrain_bench_{uuid4().hex[:12]}"
     with admin.connect() as connection:
@@ -88,22 +100,24 @@ def service_seconds(workers: int, data: bytes, spec: dict[str, Any], repeats: in
         BROKER_URL, DATA_PLANE_URL), log_dir)
     cluster.env["SHARDTRAIN_MAX_BODY_BYTES"] = str(1 << 30)
     cluster.env["SHARDTRAIN_METRICS_FLUSH_S"] = "1.0"
-    for name in ("SHARDTRAIN_RANK_JOIN_S", "SHARDTRAIN_RANK_TIMEOUT_S"):
-        cluster.env.pop(name)  # the defaults, not the tests' short timeouts
+    for setting in ("SHARDTRAIN_RANK_JOIN_S", "SHARDTRAIN_RANK_TIMEOUT_S"):
+        cluster.env.pop(setting)  # the defaults, not the tests' short timeouts
     try:
         cluster.start()
         dataset = cluster.client.upload_dataset(data, name="reference.npz")
-        full = {**spec, "dataset": dataset["id"]}
+        full = {label: {**spec, "dataset": dataset["id"]} for label, spec in specs.items()}
         for _ in range(workers):  # every worker process decodes the dataset once
-            job_wall_seconds(cluster, {**full, "epochs": 1})
+            job_wall_seconds(cluster, {**next(iter(full.values())), "epochs": 1})
             cluster.wait_idle()
-        walls, ranks = [], None
+        walls: dict[str, list[float]] = {label: [] for label in specs}
+        ranks: dict[str, int | None] = {}
         for _ in range(repeats):
-            wall, done = job_wall_seconds(cluster, full)
-            walls.append(wall)
-            ranks = done["workers"]
-            cluster.wait_idle()
-        return float(np.median(walls)), ranks
+            for label, spec in full.items():
+                wall, done = job_wall_seconds(cluster, spec)
+                walls[label].append(wall)
+                ranks[label] = done["workers"]
+                cluster.wait_idle()
+        return {label: (float(np.median(walls[label])), ranks[label]) for label in specs}
     finally:
         cluster.stop()
         with admin.connect() as connection:
@@ -113,29 +127,43 @@ def service_seconds(workers: int, data: bytes, spec: dict[str, Any], repeats: in
 
 def reference_results(quick: bool) -> list[dict[str, Any]]:
     rows = 20_000 if quick else 60_000
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
+    specs = {"reference": REFERENCE_SPEC, "reference-local-sgd-4": LOCAL_SGD_SPEC}
     data = synthetic(rows)
+    results = []
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         data_file = Path(tmp) / "reference.npz"
         content = to_npz({"X": data.X, "y": data.y})
         data_file.write_bytes(content)
-        alone = in_process_seconds(data_file, REFERENCE_SPEC, repeats)
-        print(f"reference job in one process: {alone:.3f} s", flush=True)
-        results = []
-        walls = {}
+        alone = {label: in_process_seconds(data_file, spec, repeats)
+                 for label, spec in specs.items()}
+        for label, (whole, training) in alone.items():
+            print(f"{label} in one process: {whole:.3f} s ({training:.3f} s training)",
+                  flush=True)
+        walls: dict[str, dict[int, float]] = {label: {} for label in specs}
         for workers in (1, 2):
-            wall, ranks = service_seconds(workers, content, REFERENCE_SPEC, repeats, Path(tmp))
-            walls[workers] = wall
-            print(f"reference job through the service, {workers} worker(s): {wall:.3f} s "
-                  f"({ranks} rank(s)), {wall / alone:.2f}x the one-process time", flush=True)
-            results.append({
-                "config": f"reference-{workers}-workers", "threads": 1, "metric": "wall_s",
-                "better": "lower", "ours": wall,
-                "peers": {"in_process": alone, **(PEERS_WALL_S if not quick else {})},
-                "extra": {"ranks": ranks, "ratio_vs_in_process": wall / alone, "rows": rows,
-                          "repeats": repeats}})
-        results[-1]["extra"]["speedup_2_over_1"] = walls[1] / walls[2]
-        print(f"2 workers: {walls[1] / walls[2]:.2f}x one worker", flush=True)
+            measured = service_seconds(workers, content, specs, repeats, Path(tmp))
+            for label, (wall, ranks) in measured.items():
+                whole, training = alone[label]
+                walls[label][workers] = wall
+                print(f"{label} through the service, {workers} worker(s): {wall:.3f} s "
+                      f"({ranks} rank(s)), {wall / whole:.2f}x the one-process time",
+                      flush=True)
+                extra: dict[str, Any] = {
+                    "ranks": ranks, "ratio_vs_in_process": wall / whole,
+                    "in_process_training_s": training,
+                    "ratio_vs_in_process_training": wall / training, "rows": rows,
+                    "repeats": repeats}
+                if workers == 2:
+                    extra["speedup_2_over_1"] = walls[label][1] / wall
+                    print(f"{label}: 2 workers {walls[label][1] / wall:.2f}x one worker",
+                          flush=True)
+                results.append({
+                    "config": f"{label}-{workers}-workers", "threads": 1, "metric": "wall_s",
+                    "better": "lower", "ours": wall,
+                    "peers": {"in_process": whole,
+                              **(PEERS_WALL_S if label == "reference" and not quick else {})},
+                    "extra": extra})
     return results
 
 
