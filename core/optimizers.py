@@ -36,8 +36,9 @@ class SGD:
     def __init__(self, n: int, dtype: np.dtype, *, momentum: float = 0.0,
                  nesterov: bool = False) -> None:
         self.momentum, self.nesterov = momentum, nesterov
-        self.velocity = np.zeros(n, dtype=dtype)
-        self._tmp = np.empty(n, dtype=dtype)
+        # Without momentum there is no state: nothing to keep, checkpoint or send to a rank.
+        self.velocity = np.zeros(n if momentum else 0, dtype=dtype)
+        self._tmp = np.empty(n if nesterov else 0, dtype=dtype)
 
     def step(self, params: np.ndarray, grad: np.ndarray) -> None:
         if self.momentum == 0.0:
@@ -52,10 +53,11 @@ class SGD:
             params += self.velocity
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"velocity": self.velocity}
+        return {"velocity": self.velocity} if self.momentum else {}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.velocity[...] = state["velocity"]
+        if self.momentum:
+            self.velocity[...] = state["velocity"]
 
 
 class Adam:
