@@ -1,0 +1,47 @@
+"""A rank's TCP link: length-framed payloads, whether they come at once or after a while."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from worker.links import POLL_S, LinkClosed, SocketLink
+
+
+def _pair() -> tuple[SocketLink, SocketLink]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        left = socket.create_connection(server.getsockname())
+        right, _ = server.accept()
+    return SocketLink(left), SocketLink(right)
+
+
+def test_payloads_arrive_whole_whether_they_come_during_the_poll_or_after_it() -> None:
+    sender, receiver = _pair()
+    try:
+        sender.send([b"head", memoryview(b"-body")])
+        assert bytes(receiver.receive(1.0)) == b"head-body"  # already there
+
+        late = threading.Timer(POLL_S * 5, sender.send, args=([b"x" * 300_000],))
+        late.start()
+        started = time.perf_counter()
+        assert bytes(receiver.receive(2.0)) == b"x" * 300_000  # after the poll: blocking
+        assert time.perf_counter() - started >= POLL_S * 4
+        late.join()
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_a_closed_or_silent_peer_ends_the_link() -> None:
+    sender, receiver = _pair()
+    try:
+        with pytest.raises(LinkClosed):
+            receiver.receive(0.05)  # silent past the timeout
+        sender.close()
+        with pytest.raises(LinkClosed, match="closed"):
+            receiver.receive(1.0)
+    finally:
+        receiver.close()
