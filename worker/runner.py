@@ -39,6 +39,9 @@ from worker.write_behind import WriteBehind
 
 log = logging.getLogger(__name__)
 
+# Batches of metric rows that may wait while a write is in flight before the loop waits too.
+BACKLOG_WRITES = 4
+
 Requeue = Callable[[str], None]
 """Sends job ``job_id`` to the workers again."""
 
@@ -177,6 +180,9 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
         for event in trainer.steps():
             STEP_SECONDS.observe(time.monotonic() - step_started)
             progress.record(trainer, event)
+            backlog = len(progress.pending) >= BACKLOG_WRITES * settings.metrics_flush_steps
+            if backlog and writes.busy:
+                writes.wait()  # steps outrun the writer: the rows must not pile up
             # A local SGD round has run whole before its steps come out one by one: the
             # state to checkpoint, cancel or hand back at exists between rounds only.
             whole = trainer.at_sync

@@ -5,15 +5,17 @@ milliseconds, and a commit waits for PostgreSQL to sync its log, which on a shar
 sometimes takes 100 ms: written from the training loop, every rank would wait that long. The
 database driver waits without the GIL, so a thread takes the whole wait off the loop. One write
 is in flight at a time; what the loop records meanwhile goes into the next one, so the writes
-never queue up. A write's outcome (its return value or its exception) reaches the loop at the
-next step it looks, or when it drains the writer before its own final writes.
+never queue up. Where steps are far shorter than writing their rows, the loop waits for the
+writer once a backlog has built up, as it would for a write of its own. A write's outcome (its
+return value or its exception) reaches the loop at the next step it looks, or when it drains
+the writer before its own final writes.
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 
 class WriteBehind:
@@ -39,6 +41,11 @@ class WriteBehind:
         if self._pending is None or not self._pending.done():
             return False
         return self.drain()
+
+    def wait(self) -> None:
+        """Wait for the write in flight to end, leaving its outcome to ``outcome``."""
+        if self._pending is not None:
+            wait([self._pending])
 
     def drain(self) -> bool:
         """Wait for the write in flight and return (or raise) its outcome."""

@@ -20,7 +20,8 @@ from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker.runner import DatabaseUnavailable, run_job
+from worker import records
+from worker.runner import BACKLOG_WRITES, DatabaseUnavailable, run_job
 
 SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -178,3 +179,22 @@ def test_init_starts_from_an_earlier_jobs_final_weights(factory: SessionFactory,
         assert start is not None and final is not None
         np.testing.assert_array_equal(model_from_state(start.state).params,
                                       Model.from_npz(final.data).params)
+
+
+def test_steps_faster_than_the_writer_wait_for_it_and_lose_no_row(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = _submit(factory, {**SPEC, "epochs": 40})
+    real_flush = records.flush
+    batches: list[int] = []
+
+    def slow_flush(*args: Any) -> bool:
+        batches.append(len(args[3].rows))  # (factory, job id, attempt, batch, state)
+        time.sleep(0.02)  # a slow disk: far longer than a step of this tiny job
+        return real_flush(*args)
+
+    monkeypatch.setattr(records, "flush", slow_flush)
+    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    # Rows pile up behind a write in flight up to the backlog, and no further.
+    assert max(batches) <= BACKLOG_WRITES * settings.metrics_flush_steps + 1
+    with session_scope(factory) as session:
+        assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 321))
