@@ -93,7 +93,7 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
     except OperationalError as exc:
         raise DatabaseUnavailable(attempt) from exc
     except LeaseLost:
-        log.warning("attempt %d of job %s lost its lease; stopping", attempt, job_id)
+        log.warning("attempt %d lost the lease of job %s; stopping", attempt, job_id)
         return "superseded"
 
 
