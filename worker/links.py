@@ -83,8 +83,8 @@ class SocketLink:
     def send(self, parts: Buffers) -> None:
         # One gathering system call for the length, the header and the vectors, as they lie
         # in memory; a partial send resumes where it stopped.
-        pending = [memoryview(_LENGTH.pack(sum(len(p) for p in parts))),
-                   *(memoryview(p) for p in parts)]
+        views = [memoryview(p).cast("B") for p in parts]  # lengths in bytes, whatever dtype
+        pending = [memoryview(_LENGTH.pack(sum(len(v) for v in views))), *views]
         try:
             while pending:
                 sent = self._sock.sendmsg(pending)

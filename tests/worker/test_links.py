@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from worker.links import POLL_S, LinkClosed, SocketLink
@@ -30,6 +31,19 @@ def test_payloads_arrive_whole_whether_they_come_during_the_poll_or_after_it() -
         assert bytes(receiver.receive(2.0)) == b"x" * 300_000  # after the poll: blocking
         assert time.perf_counter() - started >= POLL_S * 4
         late.join()
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_parts_of_any_item_size_are_framed_by_their_bytes() -> None:
+    sender, receiver = _pair()
+    vector = np.arange(100_000, dtype=np.float32)
+    try:
+        sender.send([b"h", memoryview(vector)])  # a float32 view: 4 bytes an item
+        got = receiver.receive(1.0)
+        assert bytes(got[:1]) == b"h"
+        assert np.array_equal(np.frombuffer(got[1:], np.float32), vector)
     finally:
         sender.close()
         receiver.close()
