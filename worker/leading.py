@@ -47,9 +47,10 @@ def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: 
     load their data while it builds its own trainer."""
     wanted = rank_limit(spec, cap, settings)
     if not isinstance(cap, int):
-        # With local SGD a round also carries each shard's optimizer state, both ways.
-        optimizer = make_optimizer(spec.optimizer, net.n_params, net.dtype)
-        state_bytes = sum(a.nbytes for a in state_arrays(optimizer)) if spec.sync_every > 1 else 0
+        state_bytes = 0
+        if spec.sync_every > 1:  # a local SGD round also carries each shard's optimizer state
+            optimizer = make_optimizer(spec.optimizer, net.n_params, net.dtype)
+            state_bytes = sum(a.nbytes for a in state_arrays(optimizer))
         wanted = choose_ranks(sizes=net.sizes, batch_size=spec.batch_size,
                               param_bytes=net.n_params * net.dtype.itemsize, limit=wanted,
                               sync_every=spec.sync_every, shards=spec.shards,
