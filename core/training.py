@@ -37,8 +37,8 @@ class RemoteShards(Nodes, Protocol):
     takes their partial sums as known nodes (``__getitem__`` waits for them); ``losses`` gives
     each remote shard's summed loss at each step of the round (one step without local SGD). A
     rank that stops answering raises ``RankLost`` from ``__getitem__``, after which the
-    exchange no longer claims its nodes and the round is recomputed with those shards computed
-    here.
+    exchange has planned its shards over the ranks left (this one included) and the round is
+    computed again.
     """
 
     def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
@@ -48,7 +48,7 @@ class RemoteShards(Nodes, Protocol):
 
 
 class RankLost(Exception):
-    """A rank stopped answering; its shards are now computed by the leader."""
+    """A rank stopped answering; its shards are now computed by the ranks left."""
 
 
 class DivergedError(RuntimeError):

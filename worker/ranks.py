@@ -1,12 +1,12 @@
 """Data-parallel execution: the leader's exchange with its ranks, and a rank's loop.
 
-Rank 0 (the leader) owns the parameters and the optimizer. At each step it sends the
-parameters to every other rank; each rank computes the gradients of its shards and sends back
-their partial sums over the fixed reduction tree (``core.reduce``); the leader completes the
-tree with its own shards and steps. A rank whose link breaks, or that stays silent for
-``rank_timeout_s``, is dropped and its shards are computed by the leader from then on; since
-the reduction order depends on the shard count alone, that changes the time a job takes,
-never its result.
+Rank 0 (the leader) owns the parameters and the optimizer. At each step (with local SGD, each
+round) it sends the parameters and each rank's block of shards to every other rank; each rank
+computes its shards' gradients (or round) and sends back their partial sums over the fixed
+reduction tree (``core.reduce``); the leader completes the tree with its own shards and
+steps. A rank whose link breaks, or that stays silent for ``rank_timeout_s``, is dropped, and
+the shards are planned again over the ranks left; since the reduction order depends on the
+shard count alone, that changes the time a job takes, never its result.
 
 Joining goes through the data plane's mailboxes (``worker.dataplane``); the steps go over one
 link per rank (``worker.links``): a TCP connection when the ranks are processes, in-memory
@@ -132,23 +132,36 @@ class RemoteRanks:
         """Ranks taking part, the leader included."""
         return 1 + len(self._members)
 
+    @property
+    def members(self) -> dict[int, list[int]]:
+        """The shards of each rank taking part, the leader's (rank 0) not included."""
+        return {rank: list(owned) for rank, owned in self._members.items()}
+
     def _replan(self) -> None:
         self._owner = {node: rank for rank, owned in self._members.items()
                        for node in covering_nodes(0, self._shards, owned)}
 
     def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
               ) -> None:
-        self._round += 1
-        self._received.clear()
-        self._losses.clear()
         self._optimizers = optimizers
-        for rank, link in list(self._links.items()):
-            states = [a for shard in self._members[rank] if optimizers
-                      for a in state_arrays(optimizers[shard])]
-            try:
-                link.send(encode(PARAMS, round=self._round, step=step,
-                                 buffers=[params, *states]))
-            except LinkClosed:
+        while True:
+            self._round += 1
+            self._received.clear()
+            self._losses.clear()
+            lost = []
+            for rank, link in self._links.items():
+                states = [a for shard in self._members[rank] if optimizers
+                          for a in state_arrays(optimizers[shard])]
+                try:
+                    link.send(encode(PARAMS, round=self._round, step=step,
+                                     shards=self._members[rank], buffers=[params, *states]))
+                except LinkClosed:
+                    lost.append(rank)
+            if not lost:
+                return
+            # Re-planned without them: the round starts again, so that every rank computes
+            # its new block (and its reply to this one is recognised as stale).
+            for rank in lost:
                 self._drop(rank)
 
     def __contains__(self, node: object) -> bool:
@@ -187,11 +200,18 @@ class RemoteRanks:
         return self._losses
 
     def _drop(self, rank: int) -> None:
-        log.warning("rank %d of job %s stopped answering; its shards %s move to the leader",
-                    rank, self._job_id, self._members[rank])
-        del self._members[rank]
+        """Leave ``rank`` out and plan the shards over the ranks left, in contiguous blocks as
+        at the start, the leader's first; each rank learns its new block with the next
+        round's parameters."""
+        lost = self._members.pop(rank)
         self._links.pop(rank).close()
+        blocks = plan_ranks(self._shards, 1 + len(self._members))
+        for i, other in enumerate(sorted(self._members), start=1):
+            self._members[other] = blocks[i]
         self._replan()
+        log.warning("rank %d of job %s stopped answering; its shards %s are re-planned: "
+                    "%s on the leader, the other ranks %s", rank, self._job_id, lost,
+                    blocks[0], self.members)
 
     def close(self) -> None:
         for link in self._links.values():
@@ -275,7 +295,8 @@ class RankShards:
 
 
 def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
-    """Compute this rank's partial sums for every round the leader starts, until the link
+    """Compute this rank's partial sums for every round the leader starts (over the block of
+    shards that comes with it: ``owned`` at first, another after a re-plan), until the link
     closes or the leader falls silent; returns the number of rounds served."""
     shards = RankShards(job, owned)
     served = 0
@@ -283,14 +304,16 @@ def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: f
         while True:
             if SHUTTING_DOWN.is_set():
                 # This worker is stopping: leave now (closing the link), so that it need not
-                # wait for the job's end; the leader computes these shards from then on.
+                # wait for the job's end; the leader plans these shards over the ranks left.
                 return served
             message = decode(link.receive(timeout))
             if message.kind != PARAMS:
                 continue
+            if (assigned := message.shards.tolist()) != shards.owned:
+                shards = RankShards(job, assigned)  # re-planned after a rank was lost
             losses, states = shards.compute(message)
             link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
-                             shards=owned, losses=losses, nodes=shards.nodes,
+                             shards=shards.owned, losses=losses, nodes=shards.nodes,
                              buffers=[*shards.sums, *states]))
             served += 1
     except LinkClosed:

@@ -64,6 +64,7 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, ranks: int,
     remote = RemoteRanks(team, spec.shards, leader.params, timeout=1.0)
     leader.remote = remote
     events = list(leader.steps())
+    leader.members = remote.members  # type: ignore[attr-defined]  # before close clears them
     remote.close()
     for thread in threads:
         thread.join(10)
@@ -134,6 +135,8 @@ def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(spec: TrainSpec
     trained = _train(spec, *transport, 3, dying_rank_sends=3)
     assert np.array_equal(trained.params, reference.params)
     assert trained.events == reference.events  # type: ignore[attr-defined]
+    # Shards 0-1, 2-3 and 4 on three ranks; without rank 2, the two left share them again.
+    assert trained.members == {1: [3, 4]}  # type: ignore[attr-defined]
 
 
 class _ShuttingDown:
