@@ -46,6 +46,9 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
         return
     mid = (lo + hi) // 2
     tree_sum(lo, mid, leaf, out, spare, known)
+    if known and (mid, hi) in known:
+        out += known[(mid, hi)]  # a rank's sum is added as it came, without a copy first
+        return
     right, rest = spare[0], spare[1:]
     tree_sum(mid, hi, leaf, right, rest, known)
     out += right
