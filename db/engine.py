@@ -21,12 +21,20 @@ SessionFactory = sessionmaker[Session]
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; for a SQLite file, its directory is created if missing."""
+def make_engine(url: str, *, idle_in_transaction_s: float | None = None) -> Engine:
+    """An engine for ``url``; for a SQLite file, its directory is created if missing.
+
+    ``idle_in_transaction_s`` (PostgreSQL): the server ends a session that waits longer than
+    this inside a transaction, releasing its locks, so that a process stopped mid-transaction
+    (a hung leader) cannot hold a job's row against the watchdog and the next leader."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        connect_args = {}
+        if idle_in_transaction_s is not None:
+            milliseconds = max(1, round(idle_in_transaction_s * 1000))
+            connect_args["options"] = f"-c idle_in_transaction_session_timeout={milliseconds}"
         # A pooled connection may have been closed by the server or a proxy since its last use.
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +63,10 @@ def _configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any)
 
 @lru_cache
 def get_engine() -> Engine:
-    """The engine of this process, for ``get_settings().database_url``."""
-    return make_engine(get_settings().database_url)
+    """The engine of this process, for ``get_settings().database_url``. A session silent
+    inside a transaction for ``stall_timeout_s`` belongs to a leader presumed dead anyway."""
+    settings = get_settings()
+    return make_engine(settings.database_url, idle_in_transaction_s=settings.stall_timeout_s)
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:
