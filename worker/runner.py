@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.data import InvalidDataError
@@ -62,6 +62,13 @@ class DatabaseUnavailable(Exception):
         self.lease = lease
 
 
+def _outage(exc: BaseException) -> bool:
+    """The database failed or dropped this connection (PostgreSQL also ends a session left
+    idle inside a transaction): retried, the job resumes from its checkpoint."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
 def run_job(job_id: str, *, factory: SessionFactory | None = None,
             settings: Settings | None = None, launch: RankLauncher | None = None,
             requeue: Requeue | None = None, lease: int | None = None) -> str:
@@ -74,7 +81,9 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
     try:
         with session_scope(factory) as session:
             claimed = _claim(session, job_id, settings, lease)
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        if not _outage(exc):
+            raise
         raise DatabaseUnavailable(lease) from exc
     if isinstance(claimed, str):
         return claimed
@@ -90,7 +99,9 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
         trainer, progress = started
         return _lead(job_id, attempt, trainer, progress, wanted, factory, settings,
                      requeue or requeue_by_name)
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        if not _outage(exc):
+            raise
         raise DatabaseUnavailable(attempt) from exc
     except LeaseLost:
         log.warning("attempt %d lost the lease of job %s; stopping", attempt, job_id)
@@ -212,7 +223,7 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
         stop(lambda _, job: job.mark_failed("diverged", message))
         return "failed"
     except Exception as exc:
-        if isinstance(exc, OperationalError | LeaseLost):
+        if isinstance(exc, LeaseLost) or _outage(exc):
             raise  # an outage is retried and resumes from the last checkpoint
         log.exception("job %s failed", job_id)
         writes.close()

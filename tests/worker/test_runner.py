@@ -233,3 +233,21 @@ def test_local_sgd_is_handed_back_at_a_rounds_end_and_resumes_to_the_same_weight
         assert final is not None
         for name, array in _reference(spec).weights().items():
             assert np.array_equal(from_npz(final.data)[name], array)
+
+
+def test_a_session_ended_by_the_server_is_an_outage_retried_with_the_lease(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import InternalError
+
+    job_id = _submit(factory, SPEC)
+    def ended(*args: Any) -> bool:  # as PostgreSQL reports a session it ended
+        raise InternalError("COMMIT", {}, Exception("idle-in-transaction timeout"),
+                            connection_invalidated=True)
+
+    monkeypatch.setattr(records, "flush", ended)
+    with pytest.raises(DatabaseUnavailable) as outage:
+        run_job(job_id, factory=factory, settings=settings)
+    assert outage.value.lease == 1
+    monkeypatch.undo()
+    assert run_job(job_id, factory=factory, settings=settings,
+                   lease=outage.value.lease) == "succeeded"
