@@ -27,7 +27,7 @@ from core.training import DivergedError, StepEvent, Trainer
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.queries.checkpoints import latest_checkpoint, save_checkpoint
-from db.queries.leases import claim_job, release_job
+from db.queries.leases import claim_job, holds_lease, release_job
 from db.settings import Settings, get_settings
 from worker import records
 from worker.leading import TRAIN_JOB, RankLauncher, gather, launch_ranks
@@ -102,10 +102,23 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
     except DBAPIError as exc:
         if not _outage(exc):
             raise
-        raise DatabaseUnavailable(attempt) from exc
+        if not _superseded(factory, job_id, attempt):
+            raise DatabaseUnavailable(attempt) from exc
     except LeaseLost:
-        log.warning("attempt %d lost the lease of job %s; stopping", attempt, job_id)
-        return "superseded"
+        pass
+    # Only the handlers above come here (the block returns): another attempt holds the job.
+    log.warning("attempt %d lost the lease of job %s; stopping", attempt, job_id)
+    return "superseded"
+
+
+def _superseded(factory: SessionFactory, job_id: str, attempt: int) -> bool:
+    """True when the database answers again and another attempt holds the job: this leader
+    was presumed dead while it could not write (stopped, or cut off), and must not retry."""
+    try:
+        with session_scope(factory) as session:
+            return not holds_lease(fresh_job(session, job_id), attempt)
+    except DBAPIError:
+        return False  # still unavailable: the retry will tell
 
 
 def _claim(session: Session, job_id: str, settings: Settings, lease: int | None

@@ -16,6 +16,7 @@ from core.training import Trainer, model_from_state
 from db.engine import SessionFactory, session_scope
 from db.models import Checkpoint, Job, Metric
 from db.queries.checkpoints import get_weights
+from db.queries.leases import claim_job, release_job
 from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
@@ -251,3 +252,24 @@ def test_a_session_ended_by_the_server_is_an_outage_retried_with_the_lease(
     monkeypatch.undo()
     assert run_job(job_id, factory=factory, settings=settings,
                    lease=outage.value.lease) == "succeeded"
+
+
+def test_a_leader_cut_off_while_replaced_stops_instead_of_retrying(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import InternalError
+
+    job_id = _submit(factory, SPEC)
+
+    def replaced_then_cut_off(*args: Any) -> bool:
+        # Meanwhile the watchdog handed the job to another leader (attempt 2).
+        with session_scope(factory) as session:
+            assert release_job(session, job_id=job_id, attempt=1)
+            assert claim_job(session, job_id=job_id, stall_timeout_s=600) == 2
+        raise InternalError("COMMIT", {}, Exception("idle-in-transaction timeout"),
+                            connection_invalidated=True)
+
+    monkeypatch.setattr(records, "flush", replaced_then_cut_off)
+    assert run_job(job_id, factory=factory, settings=settings) == "superseded"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and (job.status, job.attempt) == ("running", 2)
