@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from core.npz import from_npz
+from core.spec import TrainSpec
 from core.training import Trainer
 from db.base import utc_now
 from db.engine import SessionFactory, session_scope
 from db.models import Checkpoint, Job, Metric
+from db.queries.checkpoints import get_weights
 from db.queries.leases import claim_job, release_job, requeue_stalled
+from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
@@ -26,10 +30,10 @@ SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "batch_size": 16, "shards": 2, "seed": 3}
 
 
-def _submit(factory: SessionFactory) -> str:
+def _submit(factory: SessionFactory, spec: dict[str, Any] = SPEC) -> str:
     with session_scope(factory) as session:
         return add_job(session, add_dataset(session, *blobs(n=160, seed=1,
-                                                           dtype=np.float32)), SPEC).id
+                                                           dtype=np.float32)), spec).id
 
 
 def _job(factory: SessionFactory, job_id: str) -> Job:
@@ -93,9 +97,14 @@ def test_a_replaced_leader_stops_without_writing(
     assert _job(factory, job_id).status == "queued"
 
 
+# With local SGD (rounds of 3 steps, cut at the epochs' 8th: 3, 6, 8, ...) the state is whole
+# between rounds only, so the job is handed back at the end of the round in flight.
+@pytest.mark.parametrize(("sync_every", "handed_back_at"), [(1, 5), (3, 6)])
 def test_a_shutting_down_worker_hands_the_job_back_at_its_step(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _submit(factory)
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        sync_every: int, handed_back_at: int) -> None:
+    spec = {**SPEC, "sync_every": sync_every}
+    job_id = _submit(factory, spec)
     real_step = Trainer.train_step
     requeued: list[str] = []
 
@@ -111,12 +120,21 @@ def test_a_shutting_down_worker_hands_the_job_back_at_its_step(
     finally:
         SHUTTING_DOWN.clear()
     job = _job(factory, job_id)
-    assert (job.status, job.step, requeued) == ("queued", 5, [job_id])
+    assert (job.status, job.step, requeued) == ("queued", handed_back_at, [job_id])
     with session_scope(factory) as session:
-        assert session.get(Checkpoint, (job_id, 5)) is not None
+        assert session.get(Checkpoint, (job_id, handed_back_at)) is not None
     monkeypatch.setattr(Trainer, "train_step", real_step)
     assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
     assert _job(factory, job_id).attempt == 2
+    # Resumed from the hand-back, it ends where an unbroken run ends, every step once.
+    reference = Trainer(TrainSpec.from_dict(spec), *blobs(n=160, seed=1, dtype=np.float32))
+    reference.run()
+    with session_scope(factory) as session:
+        assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 25))
+        final = get_weights(session, job_id=job_id, kind="final")
+        assert final is not None
+        for name, array in reference.weights().items():
+            assert np.array_equal(from_npz(final.data)[name], array)
 
 
 def test_the_watchdog_requeues_a_stalled_job_then_fails_it(

@@ -23,7 +23,6 @@ from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
 from worker import records
 from worker.runner import BACKLOG_WRITES, DatabaseUnavailable, run_job
-from worker.shutdown import SHUTTING_DOWN
 
 SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -200,40 +199,6 @@ def test_steps_faster_than_the_writer_wait_for_it_and_lose_no_row(
     assert max(batches) <= BACKLOG_WRITES * settings.metrics_flush_steps + 1
     with session_scope(factory) as session:
         assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 321))
-
-
-def test_local_sgd_is_handed_back_at_a_rounds_end_and_resumes_to_the_same_weights(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Rounds of 3 steps, cut at the epochs' ends (8 steps each): 3, 6, 8, 11, ...
-    spec = {**SPEC, "sync_every": 3}
-    job_id = _submit(factory, spec)
-    real_step = Trainer.train_step
-    requeued: list[str] = []
-
-    def step_then_shut_down(self: Trainer) -> Any:
-        if self.step == 4:  # inside the round of steps 4 to 6
-            SHUTTING_DOWN.set()
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_shut_down)
-    try:
-        assert run_job(job_id, factory=factory, settings=settings,
-                       requeue=requeued.append) == "handed back"
-    finally:
-        SHUTTING_DOWN.clear()
-    with session_scope(factory) as session:
-        job = session.get(Job, job_id)
-        assert job is not None and (job.status, job.step, requeued) == ("queued", 6, [job_id])
-        assert session.get(Checkpoint, (job_id, 6)) is not None
-
-    monkeypatch.setattr(Trainer, "train_step", real_step)
-    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
-    with session_scope(factory) as session:
-        assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 25))
-        final = get_weights(session, job_id=job_id, kind="final")
-        assert final is not None
-        for name, array in _reference(spec).weights().items():
-            assert np.array_equal(from_npz(final.data)[name], array)
 
 
 def test_a_session_ended_by_the_server_is_an_outage_retried_with_the_lease(
