@@ -2,8 +2,7 @@
 
 Every write first checks that the leader's attempt still holds the job's lease, so a leader
 that was presumed dead and replaced stops (``LeaseLost``) instead of writing beside its
-successor. A ``Batch`` is a snapshot that the training loop hands over, so a write can run in
-another thread (``worker.write_behind``) while the loop records the next steps.
+successor. A ``Batch`` is a snapshot of what the training loop recorded since its last write.
 """
 
 from __future__ import annotations

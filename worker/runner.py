@@ -5,17 +5,15 @@ At-least-once execution made idempotent: a delivery first claims the job's lease
 a job redelivered after a crash resumes from its latest checkpoint, and the metrics it replays
 overwrite the same (job, step) rows. Every write checks the lease first (``worker.records``).
 Writes are batched (SPEC section 10): metrics and progress every ``metrics_flush_steps`` steps
-or ``metrics_flush_s`` seconds, checkpoints every ``checkpoint_interval_s`` seconds, and they
-run beside the training loop (``worker.write_behind``), so the hot loop never waits on SQL.
-The outcomes (succeeded, cancelled, failed, handed back) are written by the loop itself, after
-the write in flight, each in one transaction with the last rows."""
+or ``metrics_flush_s`` seconds, checkpoints every ``checkpoint_interval_s`` seconds, so the hot
+loop makes no SQL round trip per step. The outcomes (succeeded, cancelled, failed, handed back)
+are each written in one transaction with the last rows."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -35,12 +33,8 @@ from worker.loading import load_input, planned_network
 from worker.records import LeaseLost, Progress, fresh_job, owned
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import STEP_SECONDS, TimedRounds
-from worker.write_behind import WriteBehind
 
 log = logging.getLogger(__name__)
-
-# Batches of metric rows that may wait while a write is in flight before the loop waits too.
-BACKLOG_WRITES = 4
 
 Requeue = Callable[[str], None]
 """Sends job ``job_id`` to the workers again."""
@@ -193,10 +187,9 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
            factory: SessionFactory, settings: Settings) -> str:
     start = last_flush = last_checkpoint = step_started = time.monotonic()
     event: StepEvent | None = None
-    writes = WriteBehind()
+    cancel_requested = False
 
     def stop(outcome: Callable[[Session, Job], None]) -> None:
-        writes.drain()  # in order: the rows it holds come before these
         records.stop(factory, job_id, attempt, trainer,
                      progress.take(event, time.monotonic() - start), outcome)
 
@@ -204,24 +197,21 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
         for event in trainer.steps():
             STEP_SECONDS.observe(time.monotonic() - step_started)
             progress.record(trainer, event)
-            backlog = len(progress.pending) >= BACKLOG_WRITES * settings.metrics_flush_steps
-            if backlog and writes.busy:
-                writes.wait()  # steps outrun the writer: the rows must not pile up
             # A local SGD round has run whole before its steps come out one by one: the
             # state to checkpoint, cancel or hand back at exists between rounds only.
             whole = trainer.at_sync
-            if whole and writes.outcome():  # the last write found a cancel request
-                stop(lambda _, job: job.mark_cancelled())
-                return "cancelled"
             now = time.monotonic()
-            if (not writes.busy and (len(progress.pending) >= settings.metrics_flush_steps
-                                     or now - last_flush >= settings.metrics_flush_s)):
+            if (len(progress.pending) >= settings.metrics_flush_steps
+                    or now - last_flush >= settings.metrics_flush_s):
                 state = None
                 if whole and now - last_checkpoint >= settings.checkpoint_interval_s:
                     state, last_checkpoint = (trainer.step, trainer.state_bytes()), now
-                writes.submit(partial(records.flush, factory, job_id, attempt,
-                                      progress.take(event, now - start), state))
+                cancel_requested |= records.flush(factory, job_id, attempt,
+                                                  progress.take(event, now - start), state)
                 last_flush = now
+            if cancel_requested and whole:
+                stop(lambda _, job: job.mark_cancelled())
+                return "cancelled"
             # Checked at every step (a flag: no I/O), so a worker asked to stop hands the job
             # back within one step (or round) rather than finishing it first.
             if SHUTTING_DOWN.is_set() and whole and trainer.step < trainer.total_steps:
@@ -229,7 +219,6 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
                 return "handed back"
             # Restarted here, not at the loop's top: bookkeeping and writes are not the step.
             step_started = time.monotonic()
-        writes.drain()
     except DivergedError as exc:
         # The parameters are those of the last finite step: keep them as a checkpoint.
         message = str(exc)
@@ -239,13 +228,10 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
         if isinstance(exc, LeaseLost) or _outage(exc):
             raise  # an outage is retried and resumes from the last checkpoint
         log.exception("job %s failed", job_id)
-        writes.close()
         with session_scope(factory) as session:
             owned(session, job_id, attempt).mark_failed(
                 "internal", f"{type(exc).__name__}: {exc}")
         return "failed"
-    finally:
-        writes.close()
     seconds = time.monotonic() - start
     return records.finish(factory, job_id, attempt, trainer, progress.take(event, seconds),
                           event, seconds)
