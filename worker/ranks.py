@@ -37,6 +37,22 @@ log = logging.getLogger(__name__)
 JOIN_QUIET_S = 0.2
 
 
+OptimizersByShard = Sequence[Optimizer] | dict[int, Optimizer]
+
+
+def shard_states(optimizers: OptimizersByShard, shards: list[int]) -> list[np.ndarray]:
+    """The optimizer states of ``shards``, one shard after the other, as raw arrays."""
+    return [array for shard in shards for array in state_arrays(optimizers[shard])]
+
+
+def load_shard_states(optimizers: OptimizersByShard, shards: list[int],
+                      buffers: list[memoryview]) -> None:
+    """Load into the optimizers of ``shards`` the buffers ``shard_states`` sent."""
+    per_shard = len(buffers) // len(shards)
+    for i, shard in enumerate(shards):
+        load_state_arrays(optimizers[shard], buffers[i * per_shard:(i + 1) * per_shard])
+
+
 @dataclass(frozen=True)
 class Mailboxes:
     """The data-plane names of one attempt of one job."""
@@ -150,8 +166,7 @@ class RemoteRanks:
             self._losses.clear()
             lost = []
             for rank, link in self._links.items():
-                states = [a for shard in self._members[rank] if optimizers
-                          for a in state_arrays(optimizers[shard])]
+                states = shard_states(optimizers, self._members[rank]) if optimizers else []
                 try:
                     link.send(encode(PARAMS, round=self._round, step=step,
                                      shards=self._members[rank], buffers=[params, *states]))
@@ -190,11 +205,7 @@ class RemoteRanks:
         self._losses.update(zip(shards, message.losses.reshape(len(shards), -1).tolist(),
                                 strict=True))
         if self._optimizers:
-            states = message.buffers[len(sums):]
-            per_shard = len(states) // len(shards)
-            for i, shard in enumerate(shards):
-                load_state_arrays(self._optimizers[shard],
-                                  states[i * per_shard:(i + 1) * per_shard])
+            load_shard_states(self._optimizers, shards, message.buffers[len(sums):])
 
     def losses(self) -> dict[int, list[float]]:
         return self._losses
@@ -278,11 +289,7 @@ class RankShards:
             rounds, end = self._rounds, round_end(job, start)
             weights = round_weights(job, start, end)
             losses = np.zeros((len(self.owned), end - start))
-            states = message.buffers[1:]
-            per_shard = len(states) // len(self.owned)
-            for i, shard in enumerate(self.owned):
-                load_state_arrays(self.optimizers[shard],
-                                  states[i * per_shard:(i + 1) * per_shard])
+            load_shard_states(self.optimizers, self.owned, message.buffers[1:])
 
             def leaf(shard: int, out: np.ndarray) -> None:
                 rounds.run(shard, start, end, self.params, self.optimizers[shard],
@@ -290,8 +297,7 @@ class RankShards:
 
         for (lo, hi), out in zip(self.nodes, self.sums, strict=True):
             tree_sum(lo, hi, leaf, out, self._spare)
-        return losses, [a for shard in self.owned if self.local
-                        for a in state_arrays(self.optimizers[shard])]
+        return losses, shard_states(self.optimizers, self.owned) if self.local else []
 
 
 def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
