@@ -183,6 +183,10 @@ class Trainer:
         losses = np.zeros((end - start, self.spec.shards))
         saved = [{k: v.copy() for k, v in opt.state().items()} for opt in self.optimizers]
 
+        def restore() -> None:
+            for opt, state in zip(self.optimizers, saved, strict=True):
+                opt.load_state(state)
+
         def leaf(shard: int, out: np.ndarray) -> None:
             self._rounds[shard].run(shard, start, end, self.params, self.optimizers[shard],
                                     weights[shard], out, losses[:, shard])
@@ -194,9 +198,7 @@ class Trainer:
                 tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, self.remote)
                 break
             except RankLost:
-                # Every shard's round starts again from the saved states, the lost rank's here.
-                for opt, state in zip(self.optimizers, saved, strict=True):
-                    opt.load_state(state)
+                restore()  # every shard's round starts again, the lost rank's shards elsewhere
         if self.remote is not None:
             for shard, values in self.remote.losses().items():
                 losses[:, shard] = values
@@ -204,8 +206,7 @@ class Trainer:
         totals = [sum(row) for row in losses.tolist()]
         for i, total in enumerate(totals):
             if not math.isfinite(total):
-                for opt, state in zip(self.optimizers, saved, strict=True):
-                    opt.load_state(state)
+                restore()
                 raise DivergedError(start + i + 1)
         self.params[...] = self._sum
         return totals
