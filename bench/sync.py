@@ -1,12 +1,14 @@
 """Synchronisation rounds: shardtrain's leader/rank exchange against a Celery chord per step.
 
-One round is what a leader pays per step beyond compute: the parameters out to every other
-rank, a partial gradient sum back from each. Ranks are separate processes that answer at once
-(no compute), so the figure is the exchange alone: over the TCP links the service uses, and
-through Redis mailboxes (the design those links replaced, kept for the comparison). The chord
-does the same exchange through Redis keys: the leader stores the parameters, one task per rank
-reads them and stores its gradient, a callback reads and sums the gradients, and the leader
-waits for the callback.
+One round is what a leader pays per step beyond compute, exactly as a job's steps exchange:
+with more than two ranks the parameters out to every other rank and a partial gradient sum
+back from each; with two (a pair, worker.ranks) the leader's partial sum one way and the
+rank's the other, crossing. Ranks are separate processes that answer at once (no compute), so
+the figure is the exchange alone: over the TCP links the service uses, and through Redis
+mailboxes (the design those links replaced, kept for the comparison). The chord does the
+star's exchange through Redis keys: the leader stores the parameters, one task per rank reads
+them and stores its gradient, a callback reads and sums the gradients, and the leader waits
+for the callback.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import numpy as np
 import redis
 from celery import Celery, chord
 
+from core.optimizers import SGD
 from worker.dataplane import RedisDataPlane
 from worker.links import LinkClosed
-from worker.messages import GRADS, PARAMS, decode, encode
+from worker.messages import GRADS, SUMS, decode, encode
 from worker.ranks import Mailboxes, RemoteRanks, await_assignment, gather_ranks, join
 
 PARAMS_COUNT = 100_000  # 400 KB of float32, as PEERS.md measured
@@ -42,8 +45,9 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 # --- shardtrain's exchange ------------------------------------------------------------------
 
 def _echo_rank(boxes: Mailboxes, rank: int) -> None:
-    """A rank that answers every PARAMS at once with a zero partial sum for its one shard;
-    the leader's assignment says whether its link is TCP or Redis mailboxes."""
+    """A rank that answers at once with a zero partial sum for its one shard: each PARAMS, and
+    in a pair the REPLICA and then every SUMS (which starts the next round); the leader's
+    assignment says whether its link is TCP or Redis mailboxes."""
     plane = RedisDataPlane.from_url(DATA_PLANE_URL)
     join(plane, boxes, rank)
     assignment = await_assignment(plane, boxes, rank, 30.0)
@@ -51,12 +55,12 @@ def _echo_rank(boxes: Mailboxes, rank: int) -> None:
     owned, link = assignment
     partial = np.zeros(PARAMS_COUNT, dtype=np.float32)
     try:
+        message = decode(link.receive(30.0))
         while True:
-            message = decode(link.receive(30.0))
-            if message.kind == PARAMS:
-                link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
-                                 shards=owned, losses=[0.0], nodes=[(owned[0], owned[0] + 1)],
-                                 buffers=[partial]))
+            round_ = message.round + 1 if message.kind == SUMS else message.round
+            message = decode(link.exchange(
+                encode(GRADS, round=round_, rank=rank, shards=owned, losses=[0.0],
+                       nodes=[(owned[0], owned[0] + 1)], buffers=[partial]), 30.0))
     except LinkClosed:
         return
 
@@ -73,12 +77,15 @@ def shardtrain_rounds(ranks: int, rounds: int, *, tcp: bool) -> dict[str, float]
     team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0, "127.0.0.1" if tcp else None,
                         30.0)
     params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32)
-    remote = RemoteRanks(team, ranks, params, 30.0)
+    remote = RemoteRanks(team, ranks, params, 30.0, local_sgd=False)
     remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
+    optimizers = [SGD(PARAMS_COUNT, np.dtype(np.float32))]  # no state to replicate
+    own = {(0, 1): np.zeros(PARAMS_COUNT, dtype=np.float32)}
     times = []
     for step in range(rounds + 20):
         start = time.perf_counter()
-        remote.begin(step, params)
+        remote.begin(step, params, optimizers)
+        remote.share(own)
         for node in remote_nodes:
             remote[node]
         times.append(time.perf_counter() - start)

@@ -23,7 +23,7 @@ from core.data import (
     shard_order,
 )
 from core.network import Network
-from core.optimizers import gradient_scale
+from core.optimizers import Optimizer, gradient_scale
 from core.spec import TrainSpec
 
 EVAL_CHUNK = 4096
@@ -72,6 +72,14 @@ class JobData:
         if self.spec.l2 <= 0:
             return None
         return self.net.weight_mask() * (self.spec.l2 * self.gradient_scale)
+
+    def descend(self, optimizer: Optimizer, params: np.ndarray, grad: np.ndarray,
+                scratch: np.ndarray) -> None:
+        """One update of ``params`` by ``optimizer`` from ``grad``, a gradient folded as the
+        shards fold theirs: L2 decay is added to it first (``grad`` is overwritten)."""
+        if self.decay is not None:
+            grad += np.multiply(params, self.decay, out=scratch)
+        optimizer.step(params, grad)
 
     @cached_property
     def steps_per_epoch(self) -> int:

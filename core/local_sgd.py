@@ -41,7 +41,7 @@ class LocalRounds:
     def __init__(self, shard_set: ShardSet) -> None:
         job = shard_set.job
         net = job.net
-        self.shard_set, self._scale, self._decay = shard_set, job.gradient_scale, job.decay
+        self.shard_set, self._scale = shard_set, job.gradient_scale
         self._replica, self._grad, self._scratch = net.empty(), net.empty(), net.empty()
 
     def run(self, shard: int, start: int, end: int, params: np.ndarray, optimizer: Optimizer,
@@ -57,7 +57,5 @@ class LocalRounds:
                 losses[i] = 0.0
                 continue
             losses[i] = self.shard_set.gradient(shard, step, replica, grad, self._scale / own)[0]
-            if self._decay is not None:
-                grad += np.multiply(replica, self._decay, out=self._scratch)
-            optimizer.step(replica, grad)
+            job.descend(optimizer, replica, grad, self._scratch)
         np.multiply(replica, weight, out=out)

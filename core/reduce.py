@@ -10,7 +10,7 @@ the same tree from the nodes it receives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -39,7 +39,9 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
     Nodes in ``known`` (sums computed elsewhere, in the same order) are used as they are.
     """
     if known and (lo, hi) in known:
-        out[...] = known[(lo, hi)]
+        value = known[(lo, hi)]
+        if value is not out:  # a node summed into ``out`` already, by ``sum_nodes``
+            out[...] = value
         return
     if hi - lo == 1:
         leaf(lo, out)
@@ -52,6 +54,35 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
     right, rest = spare[0], spare[1:]
     tree_sum(mid, hi, leaf, right, rest, known)
     out += right
+
+
+def sum_nodes(nodes: Sequence[Node], leaf: Leaf, outs: Sequence[np.ndarray],
+              spare: list[np.ndarray]) -> dict[Node, np.ndarray]:
+    """Each of ``nodes`` summed from its leaves into the buffer of ``outs`` at its place (a
+    pool at least as long): the partial sums one rank computes, as ``known`` nodes for
+    ``tree_sum``."""
+    if len(outs) < len(nodes):
+        raise ValueError(f"{len(nodes)} nodes need as many buffers, not {len(outs)}")
+    for (lo, hi), out in zip(nodes, outs, strict=False):
+        tree_sum(lo, hi, leaf, out, spare)
+    return dict(zip(nodes, outs, strict=False))
+
+
+class Merged:
+    """The nodes of several sources (``Nodes``), each asked in turn: the nodes a rank summed
+    itself beside those that others send."""
+
+    def __init__(self, *sources: Nodes) -> None:
+        self._sources = sources
+
+    def __contains__(self, node: object) -> bool:
+        return any(node in source for source in self._sources)
+
+    def __getitem__(self, node: Node) -> np.ndarray:
+        for source in self._sources:
+            if node in source:
+                return source[node]
+        raise KeyError(node)
 
 
 def covering_nodes(lo: int, hi: int, owned: Collection[int]) -> list[Node]:

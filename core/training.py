@@ -24,25 +24,34 @@ from core.local_sgd import LocalRounds, is_round_start, round_end, round_weights
 from core.model import Model
 from core.npz import from_npz, to_npz
 from core.optimizers import Optimizer, make_optimizer
-from core.reduce import Nodes, spare_buffers, tree_sum
+from core.reduce import Leaf, Merged, Node, Nodes, spare_buffers, sum_nodes, tree_sum
 from core.spec import TrainSpec
 
 
 class RemoteShards(Nodes, Protocol):
     """The shards other ranks compute (SPEC section 5): the leader's side of the exchange.
 
-    ``begin`` hands the parameters at a step to the other ranks, and with local SGD the
-    optimizer of every shard (indexed by shard), whose states they start their round from and
-    whose states at the round's end they send back into those optimizers. The tree sum then
-    takes their partial sums as known nodes (``__getitem__`` waits for them); ``losses`` gives
-    each remote shard's summed loss at each step of the round (one step without local SGD). A
-    rank that stops answering raises ``RankLost`` from ``__getitem__``, after which the
-    exchange has planned its shards over the ranks left (this one included) and the round is
-    computed again.
+    ``begin`` starts a round at a step with the parameters and the optimizers: with exact
+    averaging the one optimizer, whose state ranks that step replicas of the parameters
+    themselves start from; with local SGD the optimizer of every shard (indexed by shard),
+    whose states the ranks start their round from and whose states at the round's end they
+    send back into those optimizers. With exact averaging the leader then sums the tree nodes
+    of ``local_nodes`` and ``share``s them (a rank that steps a replica needs them). The tree
+    sum takes the other ranks' partial sums as known nodes (``__getitem__`` waits for them);
+    ``losses`` gives each remote shard's summed loss at each step of the round (one step
+    without local SGD). A rank that stops answering raises ``RankLost`` (from ``share`` or
+    ``__getitem__``), after which the exchange has planned its shards over the ranks left
+    (this one included) and the round is computed again.
     """
 
-    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
-              ) -> None: ...
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None: ...
+
+    @property
+    def local_nodes(self) -> list[Node]:
+        """The tree nodes of the shards this process computes, as planned now."""
+        ...
+
+    def share(self, sums: Mapping[Node, np.ndarray]) -> None: ...
 
     def losses(self) -> dict[int, list[float]]: ...
 
@@ -114,11 +123,13 @@ class Trainer:
         owner = {shard: ShardSet(job, group) for group in groups for shard in group}
         # The shard count alone, not the grouping, fixes the order of the reduction.
         self._owners = [owner[shard] for shard in range(spec.shards)]
-        # Shards fold the optimizer's gradient scale into their gradients; decay follows suit.
-        self._scale, self._decay = job.gradient_scale, job.decay
+        # Shards fold the optimizer's gradient scale into their gradients.
+        self._scale = job.gradient_scale
         # The tree sum of the shards' vectors: the gradient, or the weighted replicas.
         self._sum = net.empty()
         self._scratch = net.empty()
+        # With other ranks: buffers for the sums of this process's other tree nodes.
+        self._node_sums: list[np.ndarray] = []
         self._spare = spare_buffers(spec.shards, self._sum)
         self._losses = [0.0] * spec.shards
         self._epoch_loss = 0.0
@@ -144,10 +155,6 @@ class Trainer:
     def weights(self) -> dict[str, np.ndarray]:
         return self.job.net.to_arrays(self.params)
 
-    def _decayed(self, grad: np.ndarray, params: np.ndarray) -> None:
-        if self._decay is not None:
-            grad += np.multiply(params, self._decay, out=self._scratch)
-
     def _exact_step(self, step: int, rows: int) -> float:
         losses = self._losses
         scale = self._scale / rows
@@ -155,23 +162,36 @@ class Trainer:
         def leaf(shard: int, out: np.ndarray) -> None:
             losses[shard] = self._owners[shard].gradient(shard, step, self.params, out, scale)[0]
 
-        while True:
-            if self.remote is not None:
-                self.remote.begin(step, self.params)
-            try:
-                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, self.remote)
-                break
-            except RankLost:
-                continue  # the lost rank's shards fall to this process: sum the step again
-        if self.remote is not None:
+        if self.remote is None:
+            tree_sum(0, self.spec.shards, leaf, self._sum, self._spare)
+        else:
+            self._sum_with_ranks(self.remote, step, leaf)
             for shard, values in self.remote.losses().items():
                 losses[shard] = values[0]
         loss = sum(losses)
         if not math.isfinite(loss):
             raise DivergedError(step + 1)
-        self._decayed(self._sum, self.params)
-        self.optimizers[0].step(self.params, self._sum)
+        self.job.descend(self.optimizers[0], self.params, self._sum, self._scratch)
         return loss
+
+    def _sum_with_ranks(self, remote: RemoteShards, step: int, leaf: Leaf) -> None:
+        """``_sum`` = the step's gradient: this process's tree nodes first, shared, then the
+        tree completed with the other ranks' nodes (the same additions as one process)."""
+        while True:
+            remote.begin(step, self.params, self.optimizers)
+            try:
+                nodes = remote.local_nodes
+                # The leader's shards come first: its first node, on the tree's left edge, is
+                # summed into _sum itself, where the completion would copy it.
+                first = [self._sum] if nodes and nodes[0][0] == 0 else []
+                self._node_sums.extend(self.job.net.empty() for _ in
+                                       range(len(nodes) - len(first) - len(self._node_sums)))
+                own = sum_nodes(nodes, leaf, first + self._node_sums, self._spare)
+                remote.share(own)
+                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, Merged(own, remote))
+                return
+            except RankLost:
+                continue  # the lost rank's shards fall to the ranks left: sum the step again
 
     def _local_round(self, start: int) -> list[float]:
         """Run the round that starts after ``start`` steps and synchronise; return the loss

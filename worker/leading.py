@@ -82,6 +82,6 @@ def gather(job_id: str, attempt: int, wanted: int, trainer: Trainer,
     if not team.members:
         return None
     remote = RemoteRanks(team, trainer.spec.shards, trainer.params, settings.rank_timeout_s,
-                         job_id)
+                         job_id, local_sgd=trainer.local)
     trainer.remote = remote
     return remote

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+import select
 import socket
 import struct
 import time
@@ -44,6 +45,11 @@ class Link(Protocol):
         """The next payload (a view valid until the next call); raises LinkClosed."""
         ...
 
+    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
+        """Send ``parts`` and receive the next payload, as ``send`` then ``receive`` would,
+        but without waiting for the other side to read first (it may be sending too)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -67,69 +73,110 @@ class MailboxLink:
             raise LinkClosed("the other side closed the link")
         return payload
 
+    def exchange(self, parts: Buffers, timeout: float) -> bytes:
+        self.send(parts)  # a mailbox holds any payload: nobody waits for it to be read
+        return self.receive(timeout)
+
     def close(self) -> None:
         self._plane.send(self._outbox, _CLOSED)
         self._plane.drop(self._inbox)
 
 
-class SocketLink:
-    """A TCP connection carrying length-prefixed payloads, received into one reused buffer."""
+def _framed(parts: Buffers) -> list[memoryview]:
+    """The length, then the parts as bytes (whatever their item size), for one gathering
+    system call that sends them as they lie in memory."""
+    views = [memoryview(p).cast("B") for p in parts]
+    return [memoryview(_LENGTH.pack(sum(len(v) for v in views))), *views]
 
-    def __init__(self, sock: socket.socket) -> None:
+
+class SocketLink:
+    """A TCP connection carrying length-prefixed payloads, received into one reused buffer.
+
+    The socket never blocks: a send, a receive or an exchange (both at once) moves bytes as
+    the socket takes and gives them, and waits in ``select`` for at most its timeout (a send
+    at most ``timeout``, given with the link)."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
+        sock.setblocking(False)
+        self._sock, self._timeout = sock, timeout
+        # The payload lands right after its length, 8 bytes into the buffer, so that the
+        # vectors that messages align to 8 bytes within it are aligned in memory too.
         self._buffer = bytearray(1 << 16)
 
     def send(self, parts: Buffers) -> None:
-        # One gathering system call for the length, the header and the vectors, as they lie
-        # in memory; a partial send resumes where it stopped.
-        views = [memoryview(p).cast("B") for p in parts]  # lengths in bytes, whatever dtype
-        pending = [memoryview(_LENGTH.pack(sum(len(v) for v in views))), *views]
-        try:
-            while pending:
-                sent = self._sock.sendmsg(pending)
-                while pending and sent >= len(pending[0]):
-                    sent -= len(pending.pop(0))
-                if sent:
-                    pending[0] = pending[0][sent:]
-        except OSError as exc:
-            raise LinkClosed(str(exc)) from exc
-
-    def _read_into(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            count = self._sock.recv_into(view[got:])
-            if count == 0:
-                raise LinkClosed("the other side closed the connection")
-            got += count
-
-    def _poll(self) -> None:
-        """Wait up to ``POLL_S`` for the next payload without sleeping in the kernel."""
-        self._sock.settimeout(0.0)
-        deadline = time.perf_counter() + POLL_S
-        while time.perf_counter() < deadline:
-            try:
-                self._sock.recv(1, socket.MSG_PEEK)
-                return  # bytes, or the end of the stream: the read below takes either
-            except BlockingIOError:
-                os.sched_yield()  # a process with work on this core runs first
-            except OSError:
-                return
+        self._move(_framed(parts), False, self._timeout)
 
     def receive(self, timeout: float) -> memoryview:
-        self._poll()
-        self._sock.settimeout(timeout)
+        payload = self._move([], True, timeout)
+        assert payload is not None
+        return payload
+
+    def exchange(self, parts: Buffers, timeout: float) -> memoryview:
+        """Send ``parts`` and receive the peer's next payload, moving both at once: two sides
+        that each send before they receive never wait for each other to read, however far
+        their payloads exceed what the sockets buffer."""
+        payload = self._move(_framed(parts), True, timeout)
+        assert payload is not None
+        return payload
+
+    def _move(self, out: list[memoryview], receive: bool, timeout: float
+              ) -> memoryview | None:
+        """Send ``out`` whole and, if ``receive``, read one payload; a view of it, valid until
+        the next call."""
+        now = time.perf_counter()
+        deadline, polling_until = now + timeout, now + POLL_S
+        filled, need = 0, _LENGTH.size  # bytes of the incoming frame read, and wanted
         try:
-            head = memoryview(self._buffer)[:_LENGTH.size]
-            self._read_into(head)
-            (size,) = _LENGTH.unpack(head)
-            if size > len(self._buffer):
-                self._buffer = bytearray(size)
-            body = memoryview(self._buffer)[:size]
-            self._read_into(body)
-            return body
-        except (TimeoutError, OSError) as exc:
+            while out or (receive and filled < need):
+                moved = False
+                if out:
+                    moved = self._write(out)
+                if receive and filled < need:
+                    count = self._read(filled, need)
+                    moved = moved or count > 0
+                    filled += count
+                    if filled == need == _LENGTH.size:
+                        need += _LENGTH.unpack_from(self._buffer)[0]
+                        if need > len(self._buffer):
+                            grown = bytearray(need)
+                            grown[:filled] = self._buffer[:filled]
+                            self._buffer = grown
+                if moved:
+                    continue
+                now = time.perf_counter()
+                if now >= deadline:
+                    raise LinkClosed(f"nothing moved for {timeout} s")
+                if receive and not out and now < polling_until:
+                    os.sched_yield()  # a process with work on this core runs first
+                    continue
+                select.select([self._sock] if receive and filled < need else [],
+                              [self._sock] if out else [], [], deadline - now)
+        except OSError as exc:
             raise LinkClosed(str(exc) or type(exc).__name__) from exc
+        return memoryview(self._buffer)[_LENGTH.size:need] if receive else None
+
+    def _write(self, out: list[memoryview]) -> bool:
+        """Send what the socket takes of ``out`` now, dropping what went; True if any did."""
+        try:
+            sent = self._sock.sendmsg(out)
+        except BlockingIOError:
+            return False
+        while out and sent >= len(out[0]):
+            sent -= len(out.pop(0))
+        if sent:
+            out[0] = out[0][sent:]
+        return True
+
+    def _read(self, filled: int, need: int) -> int:
+        """Bytes read now into the frame's buffer between ``filled`` and ``need``."""
+        try:
+            count = self._sock.recv_into(memoryview(self._buffer)[filled:need])
+        except BlockingIOError:
+            return 0
+        if count == 0:
+            raise LinkClosed("the other side closed the connection")
+        return count
 
     def close(self) -> None:
         self._sock.close()
@@ -162,7 +209,7 @@ class Listener:
                 conn, _ = self._sock.accept()
             except TimeoutError:
                 break
-            link = SocketLink(conn)
+            link = SocketLink(conn, timeout)
             try:
                 rank, secret = bytes(link.receive(timeout)).decode().split(":", 1)
             except (LinkClosed, ValueError, UnicodeDecodeError):
@@ -180,6 +227,6 @@ class Listener:
 
 def connect(address: str, rank: int, secret: str, timeout: float) -> SocketLink:
     host, port = address.rsplit(":", 1)
-    link = SocketLink(socket.create_connection((host, int(port)), timeout=timeout))
+    link = SocketLink(socket.create_connection((host, int(port)), timeout=timeout), timeout)
     link.send([f"{rank}:{secret}".encode()])
     return link

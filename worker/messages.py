@@ -18,6 +18,9 @@ _HEADER = struct.Struct("<cqqi")
 # how many shard ids, losses, node bounds, text bytes and buffers follow
 _COUNTS = struct.Struct("<iiiii")
 JOIN, ASSIGN, PARAMS, GRADS = b"J", b"A", b"P", b"G"
+# A pair of ranks under exact averaging (worker.ranks): REPLICA sets a rank's replica of the
+# parameters and the optimizer state, SUMS carries the leader's partial sums of a round.
+REPLICA, SUMS = b"R", b"S"
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,9 @@ class Message:
     losses: np.ndarray  # float64: per shard in ``shards``, per step of the round (GRADS)
     nodes: np.ndarray  # int32 (n, 2): [lo, hi) of the first n buffers (GRADS)
     text: str  # ASSIGN: where to connect and with which secret ("" in one process)
-    buffers: list[memoryview]  # PARAMS: the parameters first; GRADS: one partial sum per node
-    # first; then, with local SGD, the optimizer states of the shards (worker.exchange)
+    buffers: list[memoryview]  # PARAMS, REPLICA: the parameters first; GRADS, SUMS: one partial
+    # sum per node first; then the optimizer states: of the shards with local SGD (PARAMS,
+    # GRADS), the replica's (REPLICA)
 
     def vectors(self, dtype: np.dtype, count: int) -> list[np.ndarray]:
         """The first ``count`` buffers as flat arrays of ``dtype`` (views, not copies)."""
@@ -55,7 +59,13 @@ def encode(kind: bytes, *, round: int = 0, step: int = 0, rank: int = 0,
                      len(arrays)),
         shard_ids.tobytes(), loss_values.tobytes(), node_bounds.tobytes(), encoded_text,
         lengths.tobytes()])
-    return [head, *arrays]
+    return [head + bytes(_padding(len(head))), *arrays]
+
+
+def _padding(offset: int) -> int:
+    """Bytes that take ``offset`` to the next multiple of 8, where the buffers start: numpy
+    adds vectors at an aligned address about twice as fast."""
+    return -offset % 8
 
 
 def decode(payload: bytes | memoryview) -> Message:
@@ -74,6 +84,7 @@ def decode(payload: bytes | memoryview) -> Message:
     offset += n_text
     lengths = np.frombuffer(payload, np.int64, n_buffers, offset)
     offset += lengths.nbytes
+    offset += _padding(offset)
     view = memoryview(payload).cast("B")
     buffers = []
     for length in lengths.tolist():

@@ -8,6 +8,14 @@ steps. A rank whose link breaks, or that stays silent for ``rank_timeout_s``, is
 the shards are planned again over the ranks left; since the reduction order depends on the
 shard count alone, that changes the time a job takes, never its result.
 
+Two ranks under exact averaging (a pair) skip the parameters' trip: the leader sends the other
+rank, once, the parameters and the optimizer's state (REPLICA); from then on each side sends
+the other its partial sums at once (GRADS one way, SUMS the other, crossing on the link), and
+both complete the same tree and take the same optimizer step, so the replica stays equal to
+the leader's parameters bit for bit. A step then waits for one transfer instead of two in a
+row, with the optimizer step on both sides at once. The leader's state stays the one that is
+checkpointed; a re-plan sends the replica again.
+
 Joining goes through the data plane's mailboxes (``worker.dataplane``); the steps go over one
 link per rank (``worker.links``): a TCP connection when the ranks are processes, in-memory
 mailboxes when they are threads of one process.
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +33,11 @@ import numpy as np
 from core.job import JobData, ShardSet
 from core.local_sgd import LocalRounds, round_end, round_weights
 from core.optimizers import Optimizer, load_state_arrays, make_optimizer, state_arrays
-from core.reduce import Node, covering_nodes, spare_buffers, tree_sum
+from core.reduce import Merged, Node, covering_nodes, spare_buffers, sum_nodes, tree_sum
 from core.training import RankLost
 from worker.dataplane import DataPlane
 from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
-from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, Message, decode, encode
+from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, REPLICA, SUMS, Message, decode, encode
 from worker.shutdown import SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
@@ -129,18 +137,22 @@ def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, w
 
 
 class RemoteRanks:
-    """The leader's side of the exchange (``core.training.RemoteShards``)."""
+    """The leader's side of the exchange (``core.training.RemoteShards``). ``local_sgd``: the
+    job's rounds are local SGD rounds (``sync_every`` > 1), not exact steps."""
 
     def __init__(self, team: Team, shards: int, params: np.ndarray, timeout: float,
-                 job_id: str = "") -> None:
+                 job_id: str = "", *, local_sgd: bool) -> None:
         self._members, self._links = dict(team.members), dict(team.links)
         self._shards, self._timeout, self._job_id = shards, timeout, job_id
         self._dtype = params.dtype
+        self._local_sgd = local_sgd
         self._round = 0
         self._received: dict[Node, np.ndarray] = {}
         self._losses: dict[int, list[float]] = {}
         self._optimizers: Sequence[Optimizer] = ()
         self._owner: dict[Node, int] = {}
+        self._local_nodes: list[Node] = []
+        self._replica: int | None = None  # the pair's other rank, once its replica is set
         self._replan()
 
     @property
@@ -153,12 +165,38 @@ class RemoteRanks:
         """The shards of each rank taking part, the leader's (rank 0) not included."""
         return {rank: list(owned) for rank, owned in self._members.items()}
 
+    @property
+    def local_nodes(self) -> list[Node]:
+        return self._local_nodes
+
+    @property
+    def _paired(self) -> bool:
+        """Exact averaging with one other rank: it steps a replica (see the module doc)."""
+        return not self._local_sgd and len(self._members) == 1
+
     def _replan(self) -> None:
         self._owner = {node: rank for rank, owned in self._members.items()
                        for node in covering_nodes(0, self._shards, owned)}
+        theirs = {shard for owned in self._members.values() for shard in owned}
+        self._local_nodes = covering_nodes(
+            0, self._shards, set(range(self._shards)) - theirs)
+        self._replica = None  # a new plan: a pair's replica is set again
 
-    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
-              ) -> None:
+    def _opening(self, rank: int, step: int, params: np.ndarray,
+                 optimizers: Sequence[Optimizer]) -> list[bytes | memoryview] | None:
+        """What rank ``rank`` is sent to start this round; None for a replica in step."""
+        owned = self._members[rank]
+        if not self._paired:
+            states = shard_states(optimizers, owned) if self._local_sgd else []
+            return encode(PARAMS, round=self._round, step=step, shards=owned,
+                          buffers=[params, *states])
+        if self._replica == rank:
+            return None
+        self._replica = rank
+        return encode(REPLICA, round=self._round, step=step, shards=owned,
+                      buffers=[params, *state_arrays(optimizers[0])])
+
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None:
         self._optimizers = optimizers
         while True:
             self._round += 1
@@ -166,10 +204,10 @@ class RemoteRanks:
             self._losses.clear()
             lost = []
             for rank, link in self._links.items():
-                states = shard_states(optimizers, self._members[rank]) if optimizers else []
+                opening = self._opening(rank, step, params, optimizers)
                 try:
-                    link.send(encode(PARAMS, round=self._round, step=step,
-                                     shards=self._members[rank], buffers=[params, *states]))
+                    if opening is not None:
+                        link.send(opening)
                 except LinkClosed:
                     lost.append(rank)
             if not lost:
@@ -178,6 +216,20 @@ class RemoteRanks:
             # its new block (and its reply to this one is recognised as stale).
             for rank in lost:
                 self._drop(rank)
+
+    def share(self, sums: Mapping[Node, np.ndarray]) -> None:
+        """A pair's replica gets the leader's partial sums, crossing its own on the link (the
+        reply is taken here: ``__getitem__`` finds it received)."""
+        if not self._paired:
+            return
+        (rank, link), = self._links.items()
+        try:
+            payload = link.exchange(encode(SUMS, round=self._round, nodes=list(sums),
+                                           buffers=list(sums.values())), self._timeout)
+        except LinkClosed:
+            self._drop(rank)
+            raise RankLost(rank) from None
+        self._accept(decode(payload))
 
     def __contains__(self, node: object) -> bool:
         return node in self._owner
@@ -190,10 +242,12 @@ class RemoteRanks:
             except LinkClosed:
                 self._drop(rank)
                 raise RankLost(node) from None
-            message = decode(payload)
-            if message.kind == GRADS and message.round == self._round:
-                self._take(message)
+            self._accept(decode(payload))
         return self._received[node]
+
+    def _accept(self, message: Message) -> None:
+        if message.kind == GRADS and message.round == self._round:
+            self._take(message)
 
     def _take(self, message: Message) -> None:
         # The sums are views of the link's buffer: the tree sum copies them before the link's
@@ -204,7 +258,7 @@ class RemoteRanks:
         shards = message.shards.tolist()
         self._losses.update(zip(shards, message.losses.reshape(len(shards), -1).tolist(),
                                 strict=True))
-        if self._optimizers:
+        if self._local_sgd:
             load_shard_states(self._optimizers, shards, message.buffers[len(sums):])
 
     def losses(self) -> dict[int, list[float]]:
@@ -257,7 +311,8 @@ def await_assignment(plane: DataPlane, boxes: Mailboxes, rank: int,
 class RankShards:
     """A rank's part of each round: its shards' partial sums over the fixed tree, with
     exact averaging their gradients at one step, with local SGD their weighted replicas after
-    a round (``core.local_sgd``), started from the optimizer states the leader sends."""
+    a round (``core.local_sgd``), started from the optimizer states the leader sends. In a
+    pair (``REPLICA``), it also steps its replica of the parameters with the leader's sums."""
 
     def __init__(self, job: JobData, owned: list[int]) -> None:
         net = job.net
@@ -265,18 +320,32 @@ class RankShards:
         self.shard_set = ShardSet(job, owned)
         self.nodes = covering_nodes(0, job.spec.shards, set(owned))
         self.sums = [net.empty() for _ in self.nodes]
-        self._spare = spare_buffers(max(hi - lo for lo, hi in self.nodes), self.sums[0])
+        self._spare = spare_buffers(job.spec.shards, self.sums[0])
         self.params = net.empty()
         self.local = job.spec.sync_every > 1
         self._rounds = LocalRounds(self.shard_set) if self.local else None
         self.optimizers = {shard: make_optimizer(job.spec.optimizer, net.n_params, net.dtype)
                            for shard in owned} if self.local else {}
+        self.replica: Optimizer | None = None  # the pair's optimizer, set by a REPLICA
+        self._grad, self._scratch = net.empty(), net.empty()
 
-    def compute(self, message: Message) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The losses (owned shards x steps of the round) and the buffers that follow the
-        sums in the reply (the optimizer states with local SGD)."""
-        job, start = self.job, message.step
+    def load(self, message: Message) -> None:
+        """Start from the parameters (and optimizer states) of a PARAMS or REPLICA."""
+        job = self.job
         self.params[...] = message.vectors(job.net.dtype, 1)[0]
+        if message.kind == REPLICA:
+            if self.replica is None:
+                self.replica = make_optimizer(job.spec.optimizer, job.net.n_params,
+                                              job.net.dtype)
+            load_state_arrays(self.replica, message.buffers[1:])
+        elif self.local:
+            load_shard_states(self.optimizers, self.owned, message.buffers[1:])
+
+    def compute(self, start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The partial sums of the round that starts after ``start`` steps, from the loaded
+        parameters; the losses (owned shards x steps of the round) and the buffers that follow
+        the sums in the reply (the optimizer states with local SGD)."""
+        job = self.job
         row = {shard: i for i, shard in enumerate(self.owned)}
         if self._rounds is None:
             losses = np.zeros((len(self.owned), 1))
@@ -289,39 +358,69 @@ class RankShards:
             rounds, end = self._rounds, round_end(job, start)
             weights = round_weights(job, start, end)
             losses = np.zeros((len(self.owned), end - start))
-            load_shard_states(self.optimizers, self.owned, message.buffers[1:])
 
             def leaf(shard: int, out: np.ndarray) -> None:
                 rounds.run(shard, start, end, self.params, self.optimizers[shard],
                            weights[shard], out, losses[row[shard]])
 
-        for (lo, hi), out in zip(self.nodes, self.sums, strict=True):
-            tree_sum(lo, hi, leaf, out, self._spare)
+        sum_nodes(self.nodes, leaf, self.sums, self._spare)
         return losses, shard_states(self.optimizers, self.owned) if self.local else []
+
+    def step_replica(self, message: Message) -> None:
+        """Complete the step's tree with the leader's sums (a SUMS) and step the replica, as
+        the leader steps its parameters."""
+        assert self.replica is not None
+        job = self.job
+        leaders = {(int(lo), int(hi)): vector for (lo, hi), vector in zip(
+            message.nodes, message.vectors(job.net.dtype, len(message.nodes)), strict=True)}
+
+        def no_leaf(shard: int, out: np.ndarray) -> None:
+            raise AssertionError(f"shard {shard} is in no node the pair summed")
+
+        tree_sum(0, job.spec.shards, no_leaf, self._grad, self._spare,
+                 Merged(dict(zip(self.nodes, self.sums, strict=True)), leaders))
+        job.descend(self.replica, self.params, self._grad, self._scratch)
 
 
 def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
     """Compute this rank's partial sums for every round the leader starts (over the block of
     shards that comes with it: ``owned`` at first, another after a re-plan), until the link
-    closes or the leader falls silent; returns the number of rounds served."""
+    closes or the leader falls silent; returns the number of rounds served.
+
+    A round starts with a PARAMS or a REPLICA; in a pair, each SUMS of the round just served
+    also starts the next, from the replica stepped with it."""
     shards = RankShards(job, owned)
     served = 0
+    round_, step = 0, 0
     try:
-        while True:
-            if SHUTTING_DOWN.is_set():
-                # This worker is stopping: leave now (closing the link), so that it need not
-                # wait for the job's end; the leader plans these shards over the ranks left.
-                return served
-            message = decode(link.receive(timeout))
-            if message.kind != PARAMS:
+        message = decode(link.receive(timeout))
+        # Checked at each round: a worker that is stopping leaves now (closing the link), so
+        # that it need not wait for the job's end; the leader plans these shards over the
+        # ranks left.
+        while not SHUTTING_DOWN.is_set():
+            if message.kind in (PARAMS, REPLICA):
+                if (assigned := message.shards.tolist()) != shards.owned:
+                    shards = RankShards(job, assigned)  # re-planned after a rank was lost
+                shards.load(message)
+                round_, step = message.round, message.step
+            elif (message.kind == SUMS and message.round == round_
+                  and shards.replica is not None):
+                shards.step_replica(message)
+                round_, step = round_ + 1, step + 1
+            else:
+                message = decode(link.receive(timeout))  # stale: from before a re-plan
                 continue
-            if (assigned := message.shards.tolist()) != shards.owned:
-                shards = RankShards(job, assigned)  # re-planned after a rank was lost
-            losses, states = shards.compute(message)
-            link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
-                             shards=shards.owned, losses=losses, nodes=shards.nodes,
-                             buffers=[*shards.sums, *states]))
+            if step == job.total_steps:  # the replica's last step: the leader ends the job
+                message = decode(link.receive(timeout))
+                continue
+            losses, states = shards.compute(step)
+            reply = encode(GRADS, round=round_, step=step, rank=rank, shards=shards.owned,
+                           losses=losses, nodes=shards.nodes, buffers=[*shards.sums, *states])
             served += 1
+            # In a pair the leader's sums cross this reply on the link: neither side waits
+            # for the other to read.
+            message = decode(link.exchange(reply, timeout))
+        return served
     except LinkClosed:
         return served
     finally:

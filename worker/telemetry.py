@@ -10,7 +10,7 @@ Either way the step rate can be read off ``shardtrain_step_seconds_count``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from prometheus_client import Histogram
@@ -45,10 +45,16 @@ class TimedRounds:
         self.inner = inner
         self._started = time.perf_counter()
 
-    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
-              ) -> None:
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None:
         self._started = time.perf_counter()
         self.inner.begin(step, params, optimizers)
+
+    @property
+    def local_nodes(self) -> list[Node]:
+        return self.inner.local_nodes
+
+    def share(self, sums: Mapping[Node, np.ndarray]) -> None:
+        self.inner.share(sums)
 
     def __contains__(self, node: object) -> bool:
         return node in self.inner

@@ -19,9 +19,11 @@ from tests.utils.data import blobs
 from tests.utils.services import redis_url
 from worker.dataplane import DataPlane, MemoryDataPlane, RedisDataPlane
 from worker.links import Buffers, Link, LinkClosed
+from worker.messages import PARAMS, REPLICA, SUMS
 from worker.ranks import (
     Mailboxes,
     RemoteRanks,
+    Team,
     await_assignment,
     gather_ranks,
     join,
@@ -60,8 +62,12 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, ranks: int,
         threads[-1].start()
     team = gather_ranks(plane, boxes, ranks - 1, spec.shards, 5.0, listen_on, 5.0)
     assert len(team.members) == ranks - 1
+    sent: dict[int, list[bytes]] = {rank: [] for rank in team.links}
+    team = Team(team.members, {rank: _Recorded(link, sent[rank])
+                               for rank, link in team.links.items()})
     leader = Trainer(spec, X, Y)
-    remote = RemoteRanks(team, spec.shards, leader.params, timeout=1.0)
+    remote = RemoteRanks(team, spec.shards, leader.params, timeout=1.0,
+                         local_sgd=spec.sync_every > 1)
     leader.remote = remote
     events = list(leader.steps())
     leader.members = remote.members  # type: ignore[attr-defined]  # before close clears them
@@ -69,7 +75,29 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, ranks: int,
     for thread in threads:
         thread.join(10)
     leader.events = events  # type: ignore[attr-defined]
+    leader.sent = sent  # type: ignore[attr-defined]
     return leader
+
+
+class _Recorded:
+    """A leader's link that records the kind of each message it sends."""
+
+    def __init__(self, link: Link, kinds: list[bytes]) -> None:
+        self._link, self._kinds = link, kinds
+
+    def send(self, parts: Buffers) -> None:
+        self._kinds.append(bytes(parts[0][:1]))
+        self._link.send(parts)
+
+    def receive(self, timeout: float) -> bytes | memoryview:
+        return self._link.receive(timeout)
+
+    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
+        self._kinds.append(bytes(parts[0][:1]))
+        return self._link.exchange(parts, timeout)
+
+    def close(self) -> None:
+        self._link.close()
 
 
 class _Dying:
@@ -87,6 +115,10 @@ class _Dying:
 
     def receive(self, timeout: float) -> bytes | memoryview:
         return self._link.receive(timeout)
+
+    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
+        self.send(parts)
+        return self.receive(timeout)
 
     def close(self) -> None:
         self._link.close()
@@ -129,6 +161,19 @@ def test_any_number_of_ranks_gives_the_single_process_bits(spec: TrainSpec,
     assert trained.events == reference.events  # type: ignore[attr-defined]
 
 
+def test_a_pair_sends_the_parameters_once_then_only_partial_sums(transport: Transport) -> None:
+    trained = _train(EXACT, *transport, 2)
+    alone = Trainer(EXACT, X, Y)
+    alone.run()
+    assert np.array_equal(trained.params, alone.params)
+    # The replica's parameters and Adam's state once, then the leader's sums at every step.
+    assert trained.sent == {1: [REPLICA] + [SUMS] * trained.total_steps}  # type: ignore[attr-defined]
+    # More ranks: the parameters go out to each at every step.
+    star = _train(EXACT, *transport, 3)
+    assert star.sent == {rank: [PARAMS] * star.total_steps  # type: ignore[attr-defined]
+                         for rank in (1, 2)}
+
+
 def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(spec: TrainSpec,
                                                                   transport: Transport,
                                                                   reference: Trainer) -> None:
@@ -137,6 +182,9 @@ def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(spec: TrainSpec
     assert trained.events == reference.events  # type: ignore[attr-defined]
     # Shards 0-1, 2-3 and 4 on three ranks; without rank 2, the two left share them again.
     assert trained.members == {1: [3, 4]}  # type: ignore[attr-defined]
+    if spec.sync_every == 1:  # and, exact, as a pair: the one left gets a replica
+        kinds = trained.sent[1]  # type: ignore[attr-defined]
+        assert REPLICA in kinds and set(kinds[kinds.index(REPLICA) + 1:]) == {SUMS}
 
 
 class _ShuttingDown:
@@ -153,6 +201,10 @@ class _ShuttingDown:
 
     def receive(self, timeout: float) -> bytes | memoryview:
         return self._link.receive(timeout)
+
+    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
+        self.send(parts)
+        return self.receive(timeout)
 
     def close(self) -> None:
         self._link.close()

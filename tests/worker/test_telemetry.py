@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from prometheus_client import REGISTRY
@@ -19,9 +19,13 @@ class SlowRanks:
     def __init__(self) -> None:
         self.sent_at = 0.0
 
-    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer] = ()
-              ) -> None:
+    local_nodes = [(0, 1)]
+
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None:
         self.sent_at = time.perf_counter()
+
+    def share(self, sums: Mapping[Node, np.ndarray]) -> None:
+        pass
 
     def __contains__(self, node: object) -> bool:
         return node == (1, 2)
@@ -44,7 +48,7 @@ def test_a_round_is_timed_from_sending_the_parameters_to_the_ranks_losses() -> N
     rounds = TimedRounds(SlowRanks())
     count, total = _rounds()
     for step in range(2):
-        rounds.begin(step, np.zeros(3))
+        rounds.begin(step, np.zeros(3), [])
         assert (1, 2) in rounds and (0, 1) not in rounds
         assert rounds[(1, 2)].sum() == 3
         assert rounds.losses() == {1: [0.5]}
