@@ -43,8 +43,12 @@ class JobData:
     plan: StepPlan
 
     @classmethod
-    def prepare(cls, spec: TrainSpec, X: np.ndarray, y: np.ndarray) -> JobData:
-        X, y = check_arrays(X, y)
+    def prepare(cls, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
+                checked: bool = False) -> JobData:
+        """``checked``: ``X`` and ``y`` passed ``check_arrays`` already (a worker checks a
+        dataset once, when it decodes it, instead of reading every value again per job)."""
+        if not checked:
+            X, y = check_arrays(X, y)
         encoding = TargetEncoding.fit(y, spec.model.output, spec.loss)
         net = Network.from_spec(spec, X.shape[1], encoding.n_out)
         train_idx, val_idx = holdout(X.shape[0], spec.validation_fraction, spec.seed)

@@ -102,16 +102,17 @@ class Trainer:
                  groups: Sequence[Sequence[int]] | None = None,
                  local_sgd: bool | None = None,
                  submitted: Mapping[str, object] | None = None,
-                 remote: RemoteShards | None = None) -> None:
+                 remote: RemoteShards | None = None, checked: bool = False) -> None:
         """``groups`` splits the shards over separate ``ShardSet``s, as ranks on different
         workers hold them; by SPEC section 4.3 the grouping never changes the result.
         ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
         exact averaging up to rounding (default: local SGD exactly when sync_every > 1).
         ``submitted`` is the whole job spec as the user gave it, kept with the weights.
-        ``remote`` lets other ranks compute some shards."""
+        ``remote`` lets other ranks compute some shards. ``checked``: the data passed
+        ``core.data.check_arrays`` already."""
         self.spec = spec
         self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
-        self.job = job = JobData.prepare(spec, X, y)
+        self.job = job = JobData.prepare(spec, X, y, checked=checked)
         net = job.net
         self.params = (net.from_arrays(init) if init is not None
                        else net.init_params(spec.seed, spec.model.init_scheme))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from functools import lru_cache
 from typing import Protocol
 
 import redis
@@ -107,6 +108,9 @@ class RedisDataPlane:
 _memory = MemoryDataPlane()
 
 
+@lru_cache(maxsize=4)
 def data_plane(redis_url: str | None) -> DataPlane:
-    """Redis at ``redis_url``, or this process's in-memory plane when there is none."""
+    """Redis at ``redis_url``, or this process's in-memory plane when there is none; one per
+    process and URL, so that each job reuses the pooled connections instead of opening its own
+    (about 2 ms each, on the leader's and each rank's way to the first step)."""
     return RedisDataPlane.from_url(redis_url) if redis_url else _memory

@@ -43,7 +43,7 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
             if job is None:
                 return "not needed"  # deleted meanwhile
             data = load_input(session, job)
-        job_data = JobData.prepare(data.spec, data.X, data.y)
+        job_data = JobData.prepare(data.spec, data.X, data.y, checked=True)
     except (InvalidDataError, SpecError, ValueError) as exc:
         log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
                  job_id, exc)

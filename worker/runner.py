@@ -150,7 +150,8 @@ def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer
     job = owned(session, job_id, attempt)
     try:
         data = load_input(session, job)
-        trainer = Trainer(data.spec, data.X, data.y, init=data.init, submitted=data.submitted)
+        trainer = Trainer(data.spec, data.X, data.y, init=data.init, submitted=data.submitted,
+                          checked=True)
     except (InvalidDataError, SpecError, ValueError) as exc:
         job.mark_failed("invalid_data", str(exc))
         return job.status
