@@ -119,23 +119,24 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
            ) -> str | tuple[int, TrainSpec, Network, object]:
     """Claim the job: its attempt, numeric spec, network and ``max_workers``; or a string
     saying why this delivery has nothing to do."""
-    job = session.get(Job, job_id)
+    # The claim first (one conditional UPDATE), and the job read once, after it: whatever the
+    # claim found, this reads what it left.
+    attempt = claim_job(session, job_id=job_id, stall_timeout_s=settings.stall_timeout_s,
+                        held=lease)
+    job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         log.warning("job %s does not exist; dropping the message", job_id)
         return "missing"
-    if job.is_finished:
-        return job.status  # a redelivered message for a job that has already ended
-    if job.cancel_requested and job.status == "queued":
-        job.mark_cancelled()
-        return job.status
-    attempt = claim_job(session, job_id=job_id, stall_timeout_s=settings.stall_timeout_s,
-                        held=lease)
     if attempt is None:
+        if job.is_finished:
+            return job.status  # a redelivered message for a job that has already ended
+        if job.cancel_requested and job.status == "queued":
+            job.mark_cancelled()
+            return job.status
         # A duplicate delivery while a live leader holds the job (or it is being cancelled
         # by it): dropping the message is safe, the watchdog re-sends a job that stalls.
         log.info("job %s is led by a live attempt; dropping this duplicate delivery", job_id)
         return "duplicate"
-    job = fresh_job(session, job_id)
     try:
         spec, net = planned_network(session, job)
     except (InvalidDataError, SpecError, ValueError) as exc:

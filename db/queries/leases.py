@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.base import utc_now
@@ -36,21 +36,18 @@ def claim_job(session: Session, *, job_id: str, stall_timeout_s: float,
                   Job.heartbeat_at < now - timedelta(seconds=stall_timeout_s))
     running = and_(Job.status == "running",
                    or_(expired, Job.attempt == held) if held is not None else expired)
+    # One round trip: the conditional UPDATE returns the attempt it made (RETURNING, on both
+    # PostgreSQL and SQLite 3.35+), and the first claim's time is kept as the start.
     statement = (
         update(Job)
         .where(Job.id == job_id, Job.cancel_requested.is_(False),
                or_(Job.status == "queued", running))
-        .values(status="running", attempt=Job.attempt + 1, heartbeat_at=now, workers=1)
+        .values(status="running", attempt=Job.attempt + 1, heartbeat_at=now, workers=1,
+                started_at=func.coalesce(Job.started_at, now))
+        .returning(Job.attempt)
         .execution_options(synchronize_session=False)
     )
-    if affected_rows(session, statement) != 1:
-        return None
-    # The row stays locked by this transaction's UPDATE, so this reads our own claim.
-    attempt: int = session.execute(select(Job.attempt).where(Job.id == job_id)).scalar_one()
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is not None and job.started_at is None:
-        job.started_at = now
-    return attempt
+    return session.execute(statement).scalar_one_or_none()
 
 
 def holds_lease(job: Job, attempt: int) -> bool:

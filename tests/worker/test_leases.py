@@ -58,6 +58,11 @@ def test_only_one_of_two_claims_wins_until_the_lease_expires(factory: SessionFac
         assert not release_job(session, job_id=job_id, attempt=2)
         assert release_job(session, job_id=job_id, attempt=3)
         assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=later) == 4
+    job = _job(factory, job_id)
+    # Started at the first claim, whatever claims came after; the lease is the last one's.
+    assert job.started_at is not None and job.heartbeat_at is not None
+    assert job.started_at.replace(tzinfo=None) == now.replace(tzinfo=None)
+    assert job.heartbeat_at.replace(tzinfo=None) == later.replace(tzinfo=None)
 
 
 def test_a_duplicate_delivery_beside_a_live_leader_is_dropped(

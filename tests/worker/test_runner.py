@@ -129,6 +129,26 @@ def test_cancel_stops_at_the_next_write_and_keeps_history_and_checkpoint(
         assert session.get(Checkpoint, (job_id, 14)) is not None
 
 
+def test_a_delivery_with_nothing_to_do_says_why_and_changes_nothing(
+        factory: SessionFactory, settings: Settings) -> None:
+    assert run_job("no-such-job", factory=factory, settings=settings) == "missing"
+    finished = _submit(factory, {**SPEC, "epochs": 1})
+    assert run_job(finished, factory=factory, settings=settings) == "succeeded"
+    cancelled = _submit(factory, SPEC)
+    with session_scope(factory) as session:
+        job = session.get(Job, cancelled)
+        assert job is not None
+        job.request_cancel()  # while queued: cancelled when its message is delivered
+    for _ in range(2):  # and again on a redelivery of either
+        assert run_job(finished, factory=factory, settings=settings) == "succeeded"
+        assert run_job(cancelled, factory=factory, settings=settings) == "cancelled"
+    with session_scope(factory) as session:
+        done = session.get(Job, finished)
+        stopped = session.get(Job, cancelled)
+        assert done is not None and stopped is not None
+        assert (done.attempt, stopped.attempt, stopped.started_at) == (1, 0, None)
+
+
 def test_divergence_fails_with_its_type_and_keeps_the_last_finite_checkpoint(
         factory: SessionFactory, settings: Settings) -> None:
     rng = np.random.default_rng(0)
