@@ -10,7 +10,11 @@
    (``finished_at - created_at``), on a warm service: the workers have started and have
    trained one job on the dataset already, as they would in use. The one-process figure
    starts from the same point, the rows in memory: building the trainer (which checks the
-   data and draws the initial weights) and training; the training alone is reported beside."""
+   data and draws the initial weights) and training; the training alone is reported beside.
+   The 1-worker and the 2-worker service run side by side, and every round runs each spec in
+   one process, on one worker and on two in turn: the machine's slow moments (this host's
+   speed moves by 10-20% within minutes) fall on all three alike. Medians over the rounds,
+   with every run's figure beside them."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from uuid import uuid4
 
 import numpy as np
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.core import synthetic
@@ -39,7 +43,8 @@ from tests.e2e.cluster import Backends, Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-BROKER_URL, DATA_PLANE_URL = "redis://127.0.0.1:6379/7", "redis://127.0.0.1:6379/8"
+# (broker, data plane) of the 1-worker and of the 2-worker service
+SERVICE_REDIS_DBS = ((7, 8), (11, 12))
 REFERENCE_SPEC: dict[str, Any] = {
     "name": "reference", "model": {"hidden": [128], "activation": "relu", "output": "softmax"},
     "loss": "cross_entropy", "optimizer": {"name": "sgd", "lr": 0.1}, "epochs": 3,
@@ -51,10 +56,9 @@ LOCAL_SGD_SPEC: dict[str, Any] = {**REFERENCE_SPEC, "name": "reference-local-sgd
 PEERS_WALL_S = {"ray_train_warm": 13.7, "torch_ddp_2x1": 3.9, "torch_1_thread": 1.41}
 
 
-def in_process_seconds(data_file: Path, spec: dict[str, Any], repeats: int
-                       ) -> tuple[float, float]:
-    """Median seconds of ``spec`` in a fresh single-threaded process, from the rows in memory
-    to trained weights, and of the training alone."""
+def in_process_seconds(data_file: Path, spec: dict[str, Any]) -> tuple[float, float]:
+    """Seconds of ``spec`` in a fresh single-threaded process, from the rows in memory to
+    trained weights, and of the training alone."""
     code = (
         "import json, sys, time, numpy as np\n"
         "from core.spec import TrainSpec\nfrom core.training import Trainer\n"
@@ -64,15 +68,11 @@ def in_process_seconds(data_file: Path, spec: dict[str, Any], repeats: int
         "start = time.perf_counter()\n"
         "trained = Trainer(spec, X, y).run()\n"
         "print(time.perf_counter() - start, trained.seconds)\n")
-    whole, training = [], []
-    for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code, str(data_file), json.dumps(spec)],
-                             cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-                             capture_output=True, text=True, check=True)
-        both = out.stdout.strip().splitlines()[-1].split()
-        whole.append(float(both[0]))
-        training.append(float(both[1]))
-    return float(np.median(whole)), float(np.median(training))
+    out = subprocess.run([sys.executable, "-c", code, str(data_file), json.dumps(spec)],
+                         cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+                         capture_output=True, text=True, check=True)
+    whole, training = out.stdout.strip().splitlines()[-1].split()
+    return float(whole), float(training)
 
 
 def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -85,85 +85,117 @@ def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dic
     return (finished - created).total_seconds(), done
 
 
-def service_seconds(workers: int, data: bytes, specs: dict[str, dict[str, Any]],
-                    repeats: int, log_dir: Path) -> dict[str, tuple[float, int | None]]:
-    """Per spec, the median job wall time on a warm cluster of ``workers``, and the ranks it
-    used; the specs' jobs alternate, so that a slow moment of the machine weighs on each."""
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"shardtrain_bench_{uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    for url in (BROKER_URL, DATA_PLANE_URL):
-        redis.Redis.from_url(url).flushdb()
-    cluster = Cluster(workers, Backends(
-        make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False),
-        BROKER_URL, DATA_PLANE_URL), log_dir)
-    cluster.env["SHARDTRAIN_MAX_BODY_BYTES"] = str(1 << 30)
-    cluster.env["SHARDTRAIN_METRICS_FLUSH_S"] = "1.0"
-    for setting in ("SHARDTRAIN_RANK_JOIN_S", "SHARDTRAIN_RANK_TIMEOUT_S"):
-        cluster.env.pop(setting)  # the defaults, not the tests' short timeouts
-    try:
-        cluster.start()
-        dataset = cluster.client.upload_dataset(data, name="reference.npz")
-        full = {label: {**spec, "dataset": dataset["id"]} for label, spec in specs.items()}
-        for _ in range(workers):  # every worker process decodes the dataset once
-            job_wall_seconds(cluster, {**next(iter(full.values())), "epochs": 1})
-            cluster.wait_idle()
-        walls: dict[str, list[float]] = {label: [] for label in specs}
-        ranks: dict[str, int | None] = {}
-        for _ in range(repeats):
-            for label, spec in full.items():
-                wall, done = job_wall_seconds(cluster, spec)
-                walls[label].append(wall)
-                ranks[label] = done["workers"]
-                cluster.wait_idle()
-        return {label: (float(np.median(walls[label])), ranks[label]) for label in specs}
-    finally:
-        cluster.stop()
+class Service:
+    """A warm deployment of ``workers`` worker processes on a database and Redis databases of
+    its own: started, the dataset uploaded, and one short job run on it per worker process
+    (each decodes the dataset once), as a service in use would be."""
+
+    def __init__(self, workers: int, redis_dbs: tuple[int, int], log_dir: Path) -> None:
+        self.workers = workers
+        self.database = f"shardtrain_bench_{uuid4().hex[:12]}"
+        broker, plane = (f"redis://127.0.0.1:6379/{db}" for db in redis_dbs)
+        for url in (broker, plane):
+            redis.Redis.from_url(url).flushdb()
+        self.cluster = Cluster(workers, Backends(
+            make_url(POSTGRES_ADMIN_URL).set(database=self.database).render_as_string(False),
+            broker, plane), log_dir / f"{workers}-workers")
+        (log_dir / f"{workers}-workers").mkdir()
+        self.cluster.env["SHARDTRAIN_MAX_BODY_BYTES"] = str(1 << 30)
+        self.cluster.env["SHARDTRAIN_METRICS_FLUSH_S"] = "1.0"
+        for setting in ("SHARDTRAIN_RANK_JOIN_S", "SHARDTRAIN_RANK_TIMEOUT_S"):
+            self.cluster.env.pop(setting)  # the defaults, not the tests' short timeouts
+        self.dataset = ""
+
+    def start(self, admin: Engine, data: bytes, warm_up: dict[str, Any]) -> None:
         with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+            connection.execute(text(f'CREATE DATABASE "{self.database}"'))
+        self.cluster.start()
+        self.dataset = self.cluster.client.upload_dataset(data, name="reference.npz")["id"]
+        for _ in range(self.workers):
+            self.run({**warm_up, "epochs": 1})
+
+    def run(self, spec: dict[str, Any]) -> tuple[float, int | None]:
+        """The job's wall time and the ranks it used; returns once every worker is idle."""
+        wall, done = job_wall_seconds(self.cluster, {**spec, "dataset": self.dataset})
+        self.cluster.wait_idle()
+        return wall, done["workers"]
+
+    def stop(self, admin: Engine) -> None:
+        self.cluster.stop()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
 
 
 def reference_results(quick: bool) -> list[dict[str, Any]]:
+    """The reference jobs in one process and through services of 1 and 2 workers. Both
+    services run side by side (idle when not in use) and each round runs every spec on each
+    of the three in turn, so a slow moment of the machine weighs on all of them alike."""
     rows = 20_000 if quick else 60_000
-    repeats = 1 if quick else 5
+    repeats = 1 if quick else 7
     specs = {"reference": REFERENCE_SPEC, "reference-local-sgd-4": LOCAL_SGD_SPEC}
     data = synthetic(rows)
-    results = []
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    runs: dict[str, dict[str, list[float]]] = {
+        label: {"in_process": [], "training": [], "1": [], "2": []} for label in specs}
+    ranks: dict[str, dict[int, int | None]] = {label: {} for label in specs}
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         data_file = Path(tmp) / "reference.npz"
         content = to_npz({"X": data.X, "y": data.y})
         data_file.write_bytes(content)
-        alone = {label: in_process_seconds(data_file, spec, repeats)
-                 for label, spec in specs.items()}
-        for label, (whole, training) in alone.items():
-            print(f"{label} in one process: {whole:.3f} s ({training:.3f} s training)",
-                  flush=True)
-        walls: dict[str, dict[int, float]] = {label: {} for label in specs}
-        for workers in (1, 2):
-            measured = service_seconds(workers, content, specs, repeats, Path(tmp))
-            for label, (wall, ranks) in measured.items():
-                whole, training = alone[label]
-                walls[label][workers] = wall
-                print(f"{label} through the service, {workers} worker(s): {wall:.3f} s "
-                      f"({ranks} rank(s)), {wall / whole:.2f}x the one-process time",
-                      flush=True)
-                extra: dict[str, Any] = {
-                    "ranks": ranks, "ratio_vs_in_process": wall / whole,
-                    "in_process_training_s": training,
-                    "ratio_vs_in_process_training": wall / training, "rows": rows,
-                    "repeats": repeats}
-                if workers == 2:
-                    extra["speedup_2_over_1"] = walls[label][1] / wall
-                    print(f"{label}: 2 workers {walls[label][1] / wall:.2f}x one worker",
-                          flush=True)
-                results.append({
-                    "config": f"{label}-{workers}-workers", "threads": 1, "metric": "wall_s",
-                    "better": "lower", "ours": wall,
-                    "peers": {"in_process": whole,
-                              **(PEERS_WALL_S if label == "reference" and not quick else {})},
-                    "extra": extra})
+        services = {workers: Service(workers, dbs, Path(tmp))
+                    for workers, dbs in ((1, SERVICE_REDIS_DBS[0]), (2, SERVICE_REDIS_DBS[1]))}
+        try:
+            for service in services.values():
+                service.start(admin, content, REFERENCE_SPEC)
+            for round_ in range(repeats):
+                for label, spec in specs.items():
+                    whole, training = in_process_seconds(data_file, spec)
+                    runs[label]["in_process"].append(whole)
+                    runs[label]["training"].append(training)
+                    for workers, service in services.items():
+                        wall, used = service.run(spec)
+                        runs[label][str(workers)].append(wall)
+                        ranks[label][workers] = used
+                    print(f"round {round_ + 1}, {label}: one process {whole:.3f} s, "
+                          f"1 worker {runs[label]['1'][-1]:.3f} s, "
+                          f"2 workers {runs[label]['2'][-1]:.3f} s", flush=True)
+        finally:
+            for service in services.values():
+                service.stop(admin)
+            admin.dispose()
+    return [result for label in specs
+            for result in _results(label, runs[label], ranks[label], rows, quick)]
+
+
+def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | None],
+             rows: int, quick: bool) -> list[dict[str, Any]]:
+    median = {name: float(np.median(values)) for name, values in runs.items()}
+    whole, training = median["in_process"], median["training"]
+    print(f"{label} in one process: {whole:.3f} s ({training:.3f} s training)", flush=True)
+    results = []
+    for workers in (1, 2):
+        wall = median[str(workers)]
+        extra: dict[str, Any] = {
+            "ranks": ranks[workers], "ratio_vs_in_process": wall / whole,
+            "in_process_training_s": training, "ratio_vs_in_process_training": wall / training,
+            "rows": rows, "repeats": len(runs[str(workers)]),
+            "runs_s": [round(value, 4) for value in runs[str(workers)]],
+            "in_process_runs_s": [round(value, 4) for value in runs["in_process"]]}
+        print(f"{label} through the service, {workers} worker(s): {wall:.3f} s "
+              f"({ranks[workers]} rank(s)), {wall / whole:.2f}x the one-process time",
+              flush=True)
+        if workers == 2:
+            extra["speedup_2_over_1"] = median["1"] / wall
+            # Per round, the two services' jobs ran next to each other.
+            extra["speedup_per_round"] = [round(one / two, 3) for one, two in
+                                          zip(runs["1"], runs["2"], strict=True)]
+            print(f"{label}: 2 workers {median['1'] / wall:.2f}x one worker", flush=True)
+        results.append({
+            "config": f"{label}-{workers}-workers", "threads": 1, "metric": "wall_s",
+            "better": "lower", "ours": wall,
+            "peers": {"in_process": whole,
+                      **(PEERS_WALL_S if label == "reference" and not quick else {})},
+            "extra": extra})
     return results
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -105,7 +105,9 @@ _store = redis.Redis.from_url(DATA_PLANE_URL)
 
 @chord_app.task(name="bench.rank_step")
 def rank_step(key: str, rank: int) -> str:
-    params = np.frombuffer(_store.get(f"{key}:params") or b"", dtype=np.float32)
+    # Replies are bytes: the client does not decode them (no decode_responses).
+    params = np.frombuffer(cast("bytes | None", _store.get(f"{key}:params")) or b"",
+                           dtype=np.float32)
     _store.set(f"{key}:grad{rank}", params.tobytes())
     return f"{key}:grad{rank}"
 
@@ -113,8 +115,8 @@ def rank_step(key: str, rank: int) -> str:
 @chord_app.task(name="bench.reduce_step")
 def reduce_step(keys: list[str]) -> float:
     total = np.zeros(PARAMS_COUNT, dtype=np.float32)
-    for payload in _store.mget(keys):
-        total += np.frombuffer(payload, dtype=np.float32)
+    for payload in cast("list[bytes | None]", _store.mget(keys)):
+        total += np.frombuffer(payload or b"", dtype=np.float32)
     return float(total[0])
 
 
