@@ -29,8 +29,9 @@ STEP_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS)
 ROUND_SECONDS = Histogram(
     "shardtrain_sync_round_seconds",
-    "A synchronisation round as the leader sees it: from sending the parameters to the ranks "
-    "to holding all their gradients (the leader computes its own shards meanwhile).",
+    "A synchronisation round as the leader sees it: from its start (the parameters sent to "
+    "the ranks; a pair sends none) to holding all their gradients (the leader computes its "
+    "own shards meanwhile).",
     buckets=LATENCY_BUCKETS)
 
 

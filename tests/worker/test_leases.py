@@ -145,8 +145,11 @@ def test_a_shutting_down_worker_hands_the_job_back_at_its_step(
 def test_the_watchdog_requeues_a_stalled_job_then_fails_it(
         factory: SessionFactory, settings: Settings) -> None:
     job_id = _submit(factory)
+    # Claims dated a second ago: fresh for a 60 s lease, stale for a 1 ms one, however fast
+    # this test runs from a claim to the next check.
+    second_ago = utc_now() - timedelta(seconds=1)
     with session_scope(factory) as session:
-        assert claim_job(session, job_id=job_id, stall_timeout_s=60) == 1
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=second_ago) == 1
     fresh = settings.model_copy(update={"stall_timeout_s": 60.0, "max_attempts": 2})
     sent: list[str] = []
     assert check_stalled(factory, fresh, sent.append).requeued == []  # heartbeat is fresh
@@ -154,7 +157,7 @@ def test_the_watchdog_requeues_a_stalled_job_then_fails_it(
     assert check_stalled(factory, stale, sent.append).requeued == [job_id]
     assert sent == [job_id] and _job(factory, job_id).status == "queued"
     with session_scope(factory) as session:
-        assert claim_job(session, job_id=job_id, stall_timeout_s=60) == 2
+        assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=second_ago) == 2
     report = check_stalled(factory, stale, sent.append)
     assert report.failed == [job_id] and sent == [job_id]
     job = _job(factory, job_id)
