@@ -146,7 +146,7 @@ class SocketLink:
                     continue
                 now = time.perf_counter()
                 if now >= deadline:
-                    raise LinkClosed(f"nothing moved for {timeout} s")
+                    raise LinkClosed(f"not done within {timeout} s")
                 if receive and not out and now < polling_until:
                     os.sched_yield()  # a process with work on this core runs first
                     continue

@@ -31,7 +31,7 @@ class Message:
     rank: int
     shards: np.ndarray  # int32: assigned shards (ASSIGN) or the shards whose losses follow
     losses: np.ndarray  # float64: per shard in ``shards``, per step of the round (GRADS)
-    nodes: np.ndarray  # int32 (n, 2): [lo, hi) of the first n buffers (GRADS)
+    nodes: np.ndarray  # int32 (n, 2): [lo, hi) of the first n buffers (GRADS, SUMS)
     text: str  # ASSIGN: where to connect and with which secret ("" in one process)
     buffers: list[memoryview]  # PARAMS, REPLICA: the parameters first; GRADS, SUMS: one partial
     # sum per node first; then the optimizer states: of the shards with local SGD (PARAMS,
