@@ -41,6 +41,11 @@ class Message:
         """The first ``count`` buffers as flat arrays of ``dtype`` (views, not copies)."""
         return [np.frombuffer(buffer, dtype) for buffer in self.buffers[:count]]
 
+    def node_sums(self, dtype: np.dtype) -> dict[tuple[int, int], np.ndarray]:
+        """The partial sums of a GRADS or SUMS by their tree node ``(lo, hi)`` (views)."""
+        return {(int(lo), int(hi)): vector for (lo, hi), vector in zip(
+            self.nodes, self.vectors(dtype, len(self.nodes)), strict=True)}
+
 
 def encode(kind: bytes, *, round: int = 0, step: int = 0, rank: int = 0,
            shards: list[int] | None = None, losses: np.ndarray | list[float] | None = None,

@@ -252,9 +252,8 @@ class RemoteRanks:
     def _take(self, message: Message) -> None:
         # The sums are views of the link's buffer: the tree sum copies them before the link's
         # next receive, which is the next round's. The optimizer states are copied here.
-        sums = message.vectors(self._dtype, len(message.nodes))
-        for bounds, vector in zip(message.nodes, sums, strict=True):
-            self._received[(int(bounds[0]), int(bounds[1]))] = vector
+        sums = message.node_sums(self._dtype)
+        self._received.update(sums)
         shards = message.shards.tolist()
         self._losses.update(zip(shards, message.losses.reshape(len(shards), -1).tolist(),
                                 strict=True))
@@ -308,6 +307,16 @@ def await_assignment(plane: DataPlane, boxes: Mailboxes, rank: int,
         return None
 
 
+class Replica:
+    """What a pair's rank keeps to step its replica of the parameters: the optimizer, and
+    buffers for the step's gradient and scratch (made once, at its first REPLICA)."""
+
+    def __init__(self, job: JobData) -> None:
+        net = job.net
+        self.optimizer = make_optimizer(job.spec.optimizer, net.n_params, net.dtype)
+        self.grad, self.scratch = net.empty(), net.empty()
+
+
 class RankShards:
     """A rank's part of each round: its shards' partial sums over the fixed tree, with
     exact averaging their gradients at one step, with local SGD their weighted replicas after
@@ -326,8 +335,7 @@ class RankShards:
         self._rounds = LocalRounds(self.shard_set) if self.local else None
         self.optimizers = {shard: make_optimizer(job.spec.optimizer, net.n_params, net.dtype)
                            for shard in owned} if self.local else {}
-        self.replica: Optimizer | None = None  # the pair's optimizer, set by a REPLICA
-        self._grad, self._scratch = net.empty(), net.empty()
+        self.replica: Replica | None = None  # set by a REPLICA
 
     def load(self, message: Message) -> None:
         """Start from the parameters (and optimizer states) of a PARAMS or REPLICA."""
@@ -335,9 +343,8 @@ class RankShards:
         self.params[...] = message.vectors(job.net.dtype, 1)[0]
         if message.kind == REPLICA:
             if self.replica is None:
-                self.replica = make_optimizer(job.spec.optimizer, job.net.n_params,
-                                              job.net.dtype)
-            load_state_arrays(self.replica, message.buffers[1:])
+                self.replica = Replica(job)
+            load_state_arrays(self.replica.optimizer, message.buffers[1:])
         elif self.local:
             load_shard_states(self.optimizers, self.owned, message.buffers[1:])
 
@@ -369,17 +376,16 @@ class RankShards:
     def step_replica(self, message: Message) -> None:
         """Complete the step's tree with the leader's sums (a SUMS) and step the replica, as
         the leader steps its parameters."""
-        assert self.replica is not None
-        job = self.job
-        leaders = {(int(lo), int(hi)): vector for (lo, hi), vector in zip(
-            message.nodes, message.vectors(job.net.dtype, len(message.nodes)), strict=True)}
+        replica, job = self.replica, self.job
+        assert replica is not None
 
         def no_leaf(shard: int, out: np.ndarray) -> None:
             raise AssertionError(f"shard {shard} is in no node the pair summed")
 
-        tree_sum(0, job.spec.shards, no_leaf, self._grad, self._spare,
-                 Merged(dict(zip(self.nodes, self.sums, strict=True)), leaders))
-        job.descend(self.replica, self.params, self._grad, self._scratch)
+        tree_sum(0, job.spec.shards, no_leaf, replica.grad, self._spare,
+                 Merged(dict(zip(self.nodes, self.sums, strict=True)),
+                        message.node_sums(job.net.dtype)))
+        job.descend(replica.optimizer, self.params, replica.grad, replica.scratch)
 
 
 def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:

@@ -79,38 +79,14 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, ranks: int,
     return leader
 
 
-class _Recorded:
-    """A leader's link that records the kind of each message it sends."""
+class _Wrapped:
+    """A link around another, for a test to see or change what it sends; an exchange is a
+    send (this one's) and a receive."""
 
-    def __init__(self, link: Link, kinds: list[bytes]) -> None:
-        self._link, self._kinds = link, kinds
-
-    def send(self, parts: Buffers) -> None:
-        self._kinds.append(bytes(parts[0][:1]))
-        self._link.send(parts)
-
-    def receive(self, timeout: float) -> bytes | memoryview:
-        return self._link.receive(timeout)
-
-    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
-        self._kinds.append(bytes(parts[0][:1]))
-        return self._link.exchange(parts, timeout)
-
-    def close(self) -> None:
-        self._link.close()
-
-
-class _Dying:
-    """A rank's link that dies after ``sends`` replies, as when the rank is killed."""
-
-    def __init__(self, link: Link, sends: int) -> None:
-        self._link, self._left = link, sends
+    def __init__(self, link: Link) -> None:
+        self._link = link
 
     def send(self, parts: Buffers) -> None:
-        self._left -= 1
-        if self._left < 0:
-            self._link.close()
-            raise LinkClosed("killed")
         self._link.send(parts)
 
     def receive(self, timeout: float) -> bytes | memoryview:
@@ -122,6 +98,37 @@ class _Dying:
 
     def close(self) -> None:
         self._link.close()
+
+
+class _Recorded(_Wrapped):
+    """A leader's link that records the kind of each message it sends."""
+
+    def __init__(self, link: Link, kinds: list[bytes]) -> None:
+        super().__init__(link)
+        self._kinds = kinds
+
+    def send(self, parts: Buffers) -> None:
+        self._kinds.append(bytes(parts[0][:1]))
+        self._link.send(parts)
+
+    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
+        self._kinds.append(bytes(parts[0][:1]))
+        return self._link.exchange(parts, timeout)
+
+
+class _Dying(_Wrapped):
+    """A rank's link that dies after ``sends`` replies, as when the rank is killed."""
+
+    def __init__(self, link: Link, sends: int) -> None:
+        super().__init__(link)
+        self._left = sends
+
+    def send(self, parts: Buffers) -> None:
+        self._left -= 1
+        if self._left < 0:
+            self._link.close()
+            raise LinkClosed("killed")
+        self._link.send(parts)
 
 
 @pytest.fixture(scope="module", params=["exact", "local SGD"])
@@ -187,27 +194,18 @@ def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(spec: TrainSpec
         assert REPLICA in kinds and set(kinds[kinds.index(REPLICA) + 1:]) == {SUMS}
 
 
-class _ShuttingDown:
+class _ShuttingDown(_Wrapped):
     """A rank's link whose worker starts shutting down after ``sends`` replies."""
 
     def __init__(self, link: Link, sends: int) -> None:
-        self._link, self._left = link, sends
+        super().__init__(link)
+        self._left = sends
 
     def send(self, parts: Buffers) -> None:
         self._link.send(parts)
         self._left -= 1
         if self._left == 0:
             SHUTTING_DOWN.set()
-
-    def receive(self, timeout: float) -> bytes | memoryview:
-        return self._link.receive(timeout)
-
-    def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
-        self.send(parts)
-        return self.receive(timeout)
-
-    def close(self) -> None:
-        self._link.close()
 
 
 def test_ranks_of_a_worker_shutting_down_leave_and_the_result_is_unchanged(
