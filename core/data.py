@@ -8,7 +8,7 @@ can recompute it, so no worker's placement can change the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def check_arrays(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def infer_task(y: np.ndarray) -> str:
+def infer_task(y: np.ndarray) -> Literal["classification", "regression"]:
     """Integer, boolean or string labels are classes; floats are regression targets."""
     return "classification" if y.dtype.kind in "biuUS" else "regression"
 

@@ -7,7 +7,7 @@ URL precedence: ``alembic -x url=...``, then ``sqlalchemy.url`` set on the Confi
 from __future__ import annotations
 
 from logging.config import fileConfig
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
@@ -34,7 +34,8 @@ def database_url() -> str:
     )
 
 
-def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext
+                ) -> str | Literal[False]:
     # Revisions must not import application code that later changes, so the timestamp type is
     # written as the plain SQL type it stores.
     if type_ == "type" and isinstance(obj, UTCDateTime):

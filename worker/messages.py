@@ -48,7 +48,8 @@ class Message:
 
 
 def encode(kind: bytes, *, round: int = 0, step: int = 0, rank: int = 0,
-           shards: list[int] | None = None, losses: np.ndarray | list[float] | None = None,
+           shards: list[int] | None = None,
+           losses: np.ndarray | list[float] | list[list[float]] | None = None,
            nodes: list[tuple[int, int]] | None = None, text: str = "",
            buffers: list[np.ndarray] | None = None) -> list[bytes | memoryview]:
     """The message as buffers to send one after the other: the arrays are not copied."""

@@ -58,7 +58,8 @@ def test_row_weighted_shard_average_equals_union_batch_gradient(
     shard_set = ShardSet(job, range(shards))
     rows = job.step_rows(step)
 
-    total, scratch, union = job.net.empty(), job.net.empty(), []
+    total, scratch = job.net.empty(), job.net.empty()
+    union: list[np.ndarray] = []
     epoch, within = divmod(step, job.steps_per_epoch)
     for shard in range(shards):
         _, used = shard_set.gradient(shard, step, params, scratch, 1.0 / rows)

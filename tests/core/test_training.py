@@ -117,7 +117,8 @@ def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() ->
     model = trainer.model()
     loaded = Model.from_npz(model.to_npz())
     np.testing.assert_array_equal(loaded.predict(X).outputs, model.predict(X).outputs)
-    assert set(loaded.predict(X).labels) <= {"cat", "dog", "eel"}
+    labels = loaded.predict(X).labels
+    assert labels is not None and set(labels) <= {"cat", "dog", "eel"}
     # Plain numpy from the npz layout of SPEC section 7 gives the same outputs.
     arrays = model.to_arrays()
     a = X.astype(np.float32)

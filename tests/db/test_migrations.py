@@ -61,7 +61,7 @@ def test_weights_and_checkpoints_are_stored_uncompressed_on_postgresql(
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            storage = dict(connection.execute(text(
+            storage: dict[str, str] = dict(connection.execute(text(
                 "SELECT attrelid::regclass::text || '.' || attname, attstorage FROM pg_attribute"
                 " WHERE attrelid IN ('weights'::regclass, 'checkpoints'::regclass,"
                 " 'datasets'::regclass) AND attname IN ('data', 'state', 'content')")).all())

@@ -8,7 +8,7 @@ from worker.messages import GRADS, decode, encode
 
 
 def test_a_message_round_trips_with_its_vectors_aligned_to_8_bytes() -> None:
-    vectors = [np.arange(5, dtype=np.float32), np.arange(3, dtype=np.float64)]
+    vectors: list[np.ndarray] = [np.arange(5, dtype=np.float32), np.arange(3, dtype=np.float64)]
     parts = encode(GRADS, round=7, step=41, rank=2, shards=[2, 3], losses=[[0.5], [0.25]],
                    nodes=[(2, 4)], text="é", buffers=vectors)
     payload = b"".join(parts)
