@@ -105,6 +105,15 @@ def checkpoint(session: Session, job_id: str, step: int, state: bytes) -> None:
     prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
 
 
+def save_initial(factory: SessionFactory, job_id: str, attempt: int, state: bytes) -> bool:
+    """The state a fresh job starts from, as checkpoint step 0 (kept beside the later ones);
+    True when a cancel of the job has been requested."""
+    with session_scope(factory) as session:
+        job = owned(session, job_id, attempt)
+        save_checkpoint(session, job_id=job_id, step=0, state=state)
+        return job.cancel_requested
+
+
 def flush(factory: SessionFactory, job_id: str, attempt: int, batch: Batch,
           state: tuple[int, bytes] | None) -> bool:
     """Write ``batch`` and the checkpoint ``state`` (step, bytes), if any; True when a cancel

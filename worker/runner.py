@@ -6,14 +6,18 @@ a job redelivered after a crash resumes from its latest checkpoint, and the metr
 overwrite the same (job, step) rows. Every write checks the lease first (``worker.records``).
 Writes are batched (SPEC section 10): metrics and progress every ``metrics_flush_steps`` steps
 or ``metrics_flush_s`` seconds, checkpoints every ``checkpoint_interval_s`` seconds, so the hot
-loop makes no SQL round trip per step. The outcomes (succeeded, cancelled, failed, handed back)
-are each written in one transaction with the last rows."""
+loop makes no SQL round trip per step; and they run on a thread of their own
+(``worker.writer``), so the steps never wait for them. A cancel is seen when the write that
+read it returns, a few steps after it. The outcomes (succeeded, cancelled, failed, handed
+back) are each written in one transaction with the last rows, once the writes before them
+have ended."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -24,7 +28,7 @@ from core.spec import SpecError, TrainSpec
 from core.training import DivergedError, StepEvent, Trainer
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
-from db.queries.checkpoints import latest_checkpoint, save_checkpoint
+from db.queries.checkpoints import latest_checkpoint
 from db.queries.leases import claim_job, holds_lease, release_job
 from db.settings import Settings, get_settings
 from worker import records
@@ -33,6 +37,7 @@ from worker.loading import load_input, planned_network
 from worker.records import LeaseLost, Progress, fresh_job, owned
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import STEP_SECONDS, TimedRounds
+from worker.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,8 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             started = _prepare(session, job_id, attempt)
         if isinstance(started, str):
             return started
-        trainer, progress = started
-        return _lead(job_id, attempt, trainer, progress, wanted, factory, settings,
+        trainer, progress, initial = started
+        return _lead(job_id, attempt, trainer, progress, initial, wanted, factory, settings,
                      requeue or requeue_by_name)
     except DBAPIError as exc:
         if not _outage(exc):
@@ -145,9 +150,10 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
     return attempt, spec, net, job.spec.get("max_workers", "auto")
 
 
-def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer, Progress]:
-    """The trainer of the claimed job at its latest checkpoint, or the job's status when its
-    data cannot train."""
+def _prepare(session: Session, job_id: str, attempt: int
+             ) -> str | tuple[Trainer, Progress, bytes | None]:
+    """The trainer of the claimed job at its latest checkpoint, with the state to save as
+    checkpoint step 0 if it has none; or the job's status when its data cannot train."""
     job = owned(session, job_id, attempt)
     try:
         data = load_input(session, job)
@@ -159,14 +165,14 @@ def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer
     progress = Progress(best_val_loss=job.best_val_loss, best_step=job.best_step)
     checkpoint = latest_checkpoint(session, job_id=job_id)
     if checkpoint is None:
-        save_checkpoint(session, job_id=job_id, step=0, state=trainer.state_bytes())
-    else:
-        trainer.restore(checkpoint.state)
-    return trainer, progress
+        return trainer, progress, trainer.state_bytes()
+    trainer.restore(checkpoint.state)
+    return trainer, progress, None
 
 
-def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress, wanted: int,
-          factory: SessionFactory, settings: Settings, requeue: Requeue) -> str:
+def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
+          initial: bytes | None, wanted: int, factory: SessionFactory, settings: Settings,
+          requeue: Requeue) -> str:
     remote = gather(job_id, attempt, wanted, trainer, settings)
     if remote is not None:
         trainer.remote = TimedRounds(remote)
@@ -175,7 +181,11 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress, wante
     log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
              trainer.total_steps, remote.ranks if remote is not None else 1)
     try:
-        status = _train(job_id, attempt, trainer, progress, factory, settings)
+        # Leaving waits for the write in flight: none outlives the attempt that made it.
+        with Writer(job_id) as writer:
+            if initial is not None:
+                writer.submit(partial(records.save_initial, factory, job_id, attempt, initial))
+            status = _train(job_id, attempt, trainer, progress, writer, factory, settings)
         if status == "handed back":
             requeue(job_id)
         log.info("%s at step %d", status, trainer.step)
@@ -185,13 +195,15 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress, wante
             remote.close()
 
 
-def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
+def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writer: Writer,
            factory: SessionFactory, settings: Settings) -> str:
+    """Train to the end; the progress writes go to ``writer``, so that the steps never wait
+    for the database, except for the outcome's last write."""
     start = last_flush = last_checkpoint = step_started = time.monotonic()
     event: StepEvent | None = None
-    cancel_requested = False
 
     def stop(outcome: Callable[[Session, Job], None]) -> None:
+        writer.wait()
         records.stop(factory, job_id, attempt, trainer,
                      progress.take(event, time.monotonic() - start), outcome)
 
@@ -203,15 +215,16 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
             # state to checkpoint, cancel or hand back at exists between rounds only.
             whole = trainer.at_sync
             now = time.monotonic()
+            writer.poll()
             if (len(progress.pending) >= settings.metrics_flush_steps
                     or now - last_flush >= settings.metrics_flush_s):
                 state = None
                 if whole and now - last_checkpoint >= settings.checkpoint_interval_s:
                     state, last_checkpoint = (trainer.step, trainer.state_bytes()), now
-                cancel_requested |= records.flush(factory, job_id, attempt,
-                                                  progress.take(event, now - start), state)
+                writer.submit(partial(records.flush, factory, job_id, attempt,
+                                      progress.take(event, now - start), state))
                 last_flush = now
-            if cancel_requested and whole:
+            if writer.cancel_requested and whole:
                 stop(lambda _, job: job.mark_cancelled())
                 return "cancelled"
             # Checked at every step (a flag: no I/O), so a worker asked to stop hands the job
@@ -219,7 +232,7 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
             if SHUTTING_DOWN.is_set() and whole and trainer.step < trainer.total_steps:
                 stop(lambda session, _: _release(session, job_id, attempt))
                 return "handed back"
-            # Restarted here, not at the loop's top: bookkeeping and writes are not the step.
+            # Restarted here, not at the loop's top: bookkeeping is not the step.
             step_started = time.monotonic()
     except DivergedError as exc:
         # The parameters are those of the last finite step: keep them as a checkpoint.
@@ -230,10 +243,12 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
         if isinstance(exc, LeaseLost) or _outage(exc):
             raise  # an outage is retried and resumes from the last checkpoint
         log.exception("job %s failed", job_id)
+        writer.wait()
         with session_scope(factory) as session:
             owned(session, job_id, attempt).mark_failed(
                 "internal", f"{type(exc).__name__}: {exc}")
         return "failed"
+    writer.wait()
     seconds = time.monotonic() - start
     return records.finish(factory, job_id, attempt, trainer, progress.take(event, seconds),
                           event, seconds)
