@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, Float, Integer, and_, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.base import finite_or_none
@@ -30,7 +31,7 @@ class MetricColumns(TypedDict):
 
 
 def upsert_metrics(session: Session, *, job_id: str, rows: Sequence[MetricRow]) -> None:
-    """Write ``rows`` in one batched statement; a step written before takes the new values.
+    """Write ``rows`` in one statement; a step written before takes the new values.
 
     So a leader that replays steps after a crash neither duplicates nor loses one. Non-finite
     values are stored as None (see ``finite_or_none``).
@@ -38,6 +39,29 @@ def upsert_metrics(session: Session, *, job_id: str, rows: Sequence[MetricRow]) 
     if not rows:
         return
     insert = insert_for(session, Metric)
+    parameters = None
+    if session.get_bind().dialect.name == "postgresql":
+        # The rows as one array per column, unnested by the server: one statement and one
+        # round trip. A list of parameter sets would be a pipeline in psycopg, and a leader
+        # frozen inside one (SIGSTOP, a stopped host) leaves its session active with the
+        # rows locked: idle_in_transaction_session_timeout (``db.engine``) never ends it,
+        # and the leader that takes over the job would wait on those rows forever.
+        steps, epochs, *losses = (list(column) for column in zip(*rows, strict=True))
+        arrays = func.unnest(
+            bindparam("steps", steps, ARRAY(Integer)), bindparam("epochs", epochs, ARRAY(Integer)),
+            *(bindparam(name, [finite_or_none(v) for v in values], ARRAY(Float))
+              for name, values in zip(("train", "val", "accuracy"), losses, strict=True))
+        ).table_valued("step", "epoch", "train_loss", "val_loss", "val_accuracy").render_derived()
+        insert = insert.from_select(
+            ["job_id", "step", "epoch", "train_loss", "val_loss", "val_accuracy"],
+            select(literal(job_id), *arrays.c))
+    else:
+        parameters = [
+            {"job_id": job_id, "step": step, "epoch": epoch,
+             "train_loss": finite_or_none(t), "val_loss": finite_or_none(v),
+             "val_accuracy": finite_or_none(a)}
+            for step, epoch, t, v, a in rows
+        ]
     statement = insert.on_conflict_do_update(
         index_elements=[Metric.job_id, Metric.step],
         set_={
@@ -47,20 +71,9 @@ def upsert_metrics(session: Session, *, job_id: str, rows: Sequence[MetricRow]) 
             "val_accuracy": insert.excluded.val_accuracy,
         },
     )
-    parameters = [
-        {
-            "job_id": job_id,
-            "step": step,
-            "epoch": epoch,
-            "train_loss": finite_or_none(train_loss),
-            "val_loss": finite_or_none(val_loss),
-            "val_accuracy": finite_or_none(val_accuracy),
-        }
-        for step, epoch, train_loss, val_loss, val_accuracy in rows
-    ]
-    # One statement with a list of parameter sets, which the driver batches (executemany) and
-    # which no backend limit on bound parameters constrains. render_nulls: the ORM would
-    # otherwise leave out None values and split the batch wherever the set of keys changes.
+    # SQLite: one statement with a list of parameter sets, which the driver batches and which
+    # no limit on bound parameters constrains. render_nulls: the ORM would otherwise leave out
+    # None values and split the batch wherever the set of keys changes.
     session.execute(statement, parameters, execution_options={"render_nulls": True})
 
 
