@@ -131,7 +131,7 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
     services run side by side (idle when not in use) and each round runs every spec on each
     of the three in turn, so a slow moment of the machine weighs on all of them alike."""
     rows = 20_000 if quick else 60_000
-    repeats = 1 if quick else 7
+    repeats = 1 if quick else 11
     specs = {"reference": REFERENCE_SPEC, "reference-local-sgd-4": LOCAL_SGD_SPEC}
     data = synthetic(rows)
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
