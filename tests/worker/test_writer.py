@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_leaving_waits_for_the_write_in_flight_even_on_an_error() -> None:
     done = threading.Event()
 
     def write() -> bool:
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
         done.set()
         return False
 
