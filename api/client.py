@@ -25,6 +25,8 @@ import numpy as np
 from core.npz import from_npz
 
 FINISHED = ("succeeded", "failed", "cancelled")
+WAIT_POLL_S = 0.5
+"""How often ``wait`` asks for the job."""
 CONTENT_TYPES = {".npz": "application/octet-stream", ".csv": "text/csv",
                  ".json": "application/json"}
 
@@ -144,7 +146,7 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}").json()
 
-    def wait(self, job_id: str, *, poll_s: float = 0.5, timeout: float | None = None,
+    def wait(self, job_id: str, *, poll_s: float = WAIT_POLL_S, timeout: float | None = None,
              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until the job ends; returns its last state (whatever the outcome)."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_queued_jobs_per_tenant: int = Field(default=100, gt=0)
 
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
-    metrics_flush_steps: int = Field(default=50, gt=0)
+    metrics_flush_steps: int = Field(default=1000, gt=0)
     metrics_flush_s: float = Field(default=1.0, gt=0)
     visibility_timeout_s: int = Field(default=3600, gt=0)
     broker_restore_interval_s: int = Field(default=10, gt=0)

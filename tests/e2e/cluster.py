@@ -165,8 +165,9 @@ class Cluster:
         columns: dict[str, list[Any]] = self.get_json(f"/v1/jobs/{job_id}/metrics")
         return columns
 
-    def wait_job(self, job_id: str, timeout: float) -> dict[str, Any]:
-        """The job once it has ended, within ``timeout`` s (its processes must stay up)."""
+    def wait_job(self, job_id: str, timeout: float, poll_s: float = 0.2) -> dict[str, Any]:
+        """The job once it has ended, within ``timeout`` s (its processes must stay up),
+        asking for it every ``poll_s`` s."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.client.job(job_id)
@@ -176,7 +177,7 @@ class Cluster:
             assert time.monotonic() < deadline, (
                 f"job {job_id} still {job['status']} after {timeout} s: {job['progress']}\n"
                 f"{self.describe()}")
-            time.sleep(0.2)
+            time.sleep(poll_s)
 
     # -- the workers, through the broker ----------------------------------------------------
 
