@@ -137,9 +137,10 @@ def test_the_queued_cap_refuses_one_tenant_and_not_the_others(
         return response
 
     try:
-        # Both workers busy, so that the capped tenant's jobs stay queued.
+        # Both workers busy for seconds past the submissions (cancelled below), so that the
+        # capped tenant's jobs stay queued.
         for _ in range(WORKERS):
-            assert submit(busy, epochs=500).status_code == 201
+            assert submit(busy, epochs=5000).status_code == 201
         for _ in range(QUEUED_CAP):
             assert submit(capped).status_code == 201
         refused = submit(capped)
