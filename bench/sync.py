@@ -4,11 +4,12 @@ One round is what a leader pays per step beyond compute, exactly as a job's step
 with more than two ranks the parameters out to every other rank and a partial gradient sum
 back from each; with two (a pair, worker.ranks) the leader's partial sum one way and the
 rank's the other, crossing. Ranks are separate processes that answer at once (no compute), so
-the figure is the exchange alone: over the TCP links the service uses, and through Redis
-mailboxes (the design those links replaced, kept for the comparison). The chord does the
-star's exchange through Redis keys: the leader stores the parameters, one task per rank reads
-them and stores its gradient, a callback reads and sums the gradients, and the leader waits
-for the callback.
+the figure is the exchange alone: over the links the service uses, with the payloads in shared
+memory (ranks on the leader's host, as here) and over TCP alone (ranks on other hosts), and
+through Redis mailboxes (the design those links replaced, kept for the comparison). The chord
+does the star's exchange through Redis keys: the leader stores the parameters, one task per
+rank reads them and stores its gradient, a callback reads and sums the gradients, and the
+leader waits for the callback.
 """
 
 from __future__ import annotations
@@ -19,17 +20,25 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import redis
 from celery import Celery, chord
 
 from core.optimizers import SGD
+from db.settings import Settings
 from worker.dataplane import RedisDataPlane
 from worker.links import LinkClosed
 from worker.messages import GRADS, SUMS, decode, encode
-from worker.ranks import Mailboxes, RemoteRanks, await_assignment, gather_ranks, join
+from worker.ranks import (
+    Mailboxes,
+    RemoteRanks,
+    await_assignment,
+    gather_ranks,
+    join,
+    slot_bytes,
+)
 
 PARAMS_COUNT = 100_000  # 400 KB of float32, as PEERS.md measured
 DATA_PLANE_URL = "redis://127.0.0.1:6379/9"
@@ -65,8 +74,12 @@ def _echo_rank(boxes: Mailboxes, rank: int) -> None:
         return
 
 
-def shardtrain_rounds(ranks: int, rounds: int, *, tcp: bool) -> dict[str, float]:
-    """Rounds over TCP links (the design) or through Redis mailboxes (what it replaced)."""
+Transport = Literal["shared", "tcp", "redis"]
+
+
+def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str, float]:
+    """Rounds over links, with shared slots or TCP alone (the design), or through Redis
+    mailboxes (what it replaced)."""
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_echo_rank, args=(boxes, rank))
@@ -74,9 +87,11 @@ def shardtrain_rounds(ranks: int, rounds: int, *, tcp: bool) -> dict[str, float]
     for child in children:
         child.start()
     plane = RedisDataPlane.from_url(DATA_PLANE_URL)
-    team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0, "127.0.0.1" if tcp else None,
-                        30.0)
     params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32)
+    team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0,
+                        None if transport == "redis" else "127.0.0.1", 30.0,
+                        shared_dir=Settings().shared_memory_dir if transport == "shared" else None,
+                        slot_bytes=slot_bytes(params))
     remote = RemoteRanks(team, ranks, params, 30.0, local_sgd=False)
     remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
     optimizers = [SGD(PARAMS_COUNT, np.dtype(np.float32))]  # no state to replicate
@@ -151,11 +166,13 @@ def sync_results(quick: bool) -> list[dict[str, Any]]:
     rounds = 100 if quick else 500
     results = []
     for ranks in (2, 4):
-        ours = shardtrain_rounds(ranks, rounds, tcp=True)
-        mailboxes = shardtrain_rounds(ranks, rounds, tcp=False)
+        ours = shardtrain_rounds(ranks, rounds, "shared")
+        tcp = shardtrain_rounds(ranks, rounds, "tcp")
+        mailboxes = shardtrain_rounds(ranks, rounds, "redis")
         peer = chord_rounds(ranks, max(rounds // 5, 20))
-        print(f"sync {ranks} ranks, 400 KB: shardtrain over TCP links {ours['median_ms']:.3f} ms"
-              f" (p95 {ours['p95_ms']:.3f}); through Redis mailboxes "
+        print(f"sync {ranks} ranks, 400 KB: shardtrain's links {ours['median_ms']:.3f} ms "
+              f"(p95 {ours['p95_ms']:.3f}) through shared memory, {tcp['median_ms']:.3f} ms "
+              f"(p95 {tcp['p95_ms']:.3f}) over TCP alone; through Redis mailboxes "
               f"{mailboxes['median_ms']:.3f} ms (p95 {mailboxes['p95_ms']:.3f}); Celery chord "
               f"{peer['median_ms']:.2f} ms (p95 {peer['p95_ms']:.2f})", flush=True)
         results.append({
@@ -163,6 +180,7 @@ def sync_results(quick: bool) -> list[dict[str, Any]]:
             "better": "lower", "ours": ours["median_ms"],
             "peers": {"celery_chord": peer["median_ms"], "gloo_allreduce_peers_md": 0.75},
             "extra": {"ours_p95_ms": ours["p95_ms"], "chord_p95_ms": peer["p95_ms"],
+                      "tcp_links_ms": tcp["median_ms"], "tcp_links_p95_ms": tcp["p95_ms"],
                       "redis_mailboxes_ms": mailboxes["median_ms"],
                       "redis_mailboxes_p95_ms": mailboxes["p95_ms"], "rounds": rounds,
                       "ratio_chord_over_ours": peer["median_ms"] / ours["median_ms"]}})

@@ -68,11 +68,19 @@ class Settings(BaseSettings):
     """How long a leader waits for its ranks to join before training with those that did."""
     rank_timeout_s: float = Field(default=30.0, gt=0)
     """Silence after which a rank is dropped (or a rank gives up on its leader)."""
+    shared_memory_dir: Path | None = Path("/dev/shm")
+    """A tmpfs where a leader offers the ranks on its host shared memory for the bytes of
+    every step; empty: over TCP only, as with ranks on other hosts."""
 
     @field_validator("data_dir")
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("shared_memory_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_embedded_parts_in_production(self) -> Settings:

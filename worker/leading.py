@@ -14,7 +14,7 @@ from worker.dataplane import data_plane
 from worker.links import local_address
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
-from worker.ranks import Mailboxes, RemoteRanks, gather_ranks
+from worker.ranks import Mailboxes, RemoteRanks, gather_ranks, slot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ def gather(job_id: str, attempt: int, wanted: int, trainer: Trainer,
     # to Redis; without Redis they are threads here and link through memory.
     listen_on = local_address(settings.redis_url) if settings.redis_url else None
     team = gather_ranks(plane, boxes, wanted - 1, trainer.spec.shards, settings.rank_join_s,
-                        listen_on, settings.rank_timeout_s)
+                        listen_on, settings.rank_timeout_s,
+                        shared_dir=settings.shared_memory_dir,
+                        slot_bytes=slot_bytes(trainer.params))
     plane.drop(boxes.leader)
     log.info("job %s: %d of %d ranks joined", job_id, 1 + len(team.members), wanted)
     if not team.members:

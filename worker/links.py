@@ -4,8 +4,10 @@ Redis (or the in-memory plane) carries the handshake: a rank joins through the l
 mailbox and learns its shards, the leader's address and a one-time secret. The steps then run
 over a direct TCP connection per rank, framed by length: a 400 KB round trip costs about 0.1 ms
 that way, against several through Redis, where each payload is copied in and out of the server
-(bench/sync.py measures both). In the embedded default the ranks are threads of one process,
-and their links are in-memory mailboxes.
+(bench/sync.py measures both). When both ends run on one host, the payloads go through shared
+memory instead and the connection carries their lengths (``worker.shared_slots``). In the
+embedded default the ranks are threads of one process, and their links are in-memory
+mailboxes.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from worker.dataplane import DataPlane
+from worker.shared_slots import SLOTS, SharedSlots, accept_offer, make_offer
 
-_LENGTH = struct.Struct("<Q")
+# A frame's header: the payload's length (with _IN_SLOT set, the payload waits in the
+# receiver's shared slot, not in the frame), and how many slot payloads its sender is done with.
+_HEADER = struct.Struct("<QQ")
+_IN_SLOT = 1 << 63
 # How long a receive polls before it blocks. A rank and its leader wait for each other at every
 # step, for a fraction of a millisecond; waking from a blocking read costs a scheduler round
 # trip on each side, which on a virtual machine cost the reference job of bench.service about
@@ -82,33 +89,41 @@ class MailboxLink:
         self._plane.drop(self._inbox)
 
 
-def _framed(parts: Buffers) -> list[memoryview]:
-    """The length, then the parts as bytes (whatever their item size), for one gathering
-    system call that sends them as they lie in memory."""
-    views = [memoryview(p).cast("B") for p in parts]
-    return [memoryview(_LENGTH.pack(sum(len(v) for v in views))), *views]
-
-
 class SocketLink:
     """A TCP connection carrying length-prefixed payloads, received into one reused buffer.
 
     The socket never blocks: a send, a receive or an exchange (both at once) moves bytes as
     the socket takes and gives them, and waits in ``select`` for at most its timeout (a send
-    at most ``timeout``, given with the link)."""
+    at most ``timeout``, given with the link).
+
+    With shared slots (``share``), a payload that fits is copied into the next outgoing slot
+    when the peer is done with what that slot held, and the frame carries its length alone."""
 
     def __init__(self, sock: socket.socket, timeout: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         self._sock, self._timeout = sock, timeout
-        # The payload lands right after its length, 8 bytes into the buffer, so that the
+        # The payload lands right after its header, 16 bytes into the buffer, so that the
         # vectors that messages align to 8 bytes within it are aligned in memory too.
         self._buffer = bytearray(1 << 16)
+        self._slots: SharedSlots | None = None
+        # Slot payloads written and read by this end, those of the read that it is done with,
+        # and those of the written that the peer said it is done with.
+        self._written = self._read = self._released = self._peer_released = 0
+
+    @property
+    def shared(self) -> bool:
+        return self._slots is not None
+
+    def share(self, slots: SharedSlots) -> None:
+        """Send payloads through ``slots`` from now on, where they fit (the peer does too)."""
+        self._slots = slots
 
     def send(self, parts: Buffers) -> None:
-        self._move(_framed(parts), False, self._timeout)
+        self._move(parts, False, self._timeout)
 
     def receive(self, timeout: float) -> memoryview:
-        payload = self._move([], True, timeout)
+        payload = self._move(None, True, timeout)
         assert payload is not None
         return payload
 
@@ -116,32 +131,58 @@ class SocketLink:
         """Send ``parts`` and receive the peer's next payload, moving both at once: two sides
         that each send before they receive never wait for each other to read, however far
         their payloads exceed what the sockets buffer."""
-        payload = self._move(_framed(parts), True, timeout)
+        payload = self._move(parts, True, timeout)
         assert payload is not None
         return payload
 
-    def _move(self, out: list[memoryview], receive: bool, timeout: float
+    def _framed(self, parts: Buffers) -> list[memoryview]:
+        """The header, then the parts as bytes (whatever their item size), for one gathering
+        system call that sends them as they lie in memory; or the header alone, the parts
+        copied into a slot."""
+        views = [memoryview(p).cast("B") for p in parts]
+        length = sum(len(v) for v in views)
+        slots = self._slots
+        # The slot's last payload is the one written SLOTS payloads ago.
+        if (slots is not None and length <= slots.slot_bytes
+                and self._written - SLOTS < self._peer_released):
+            slots.write(self._written, views)
+            self._written += 1
+            return [memoryview(_HEADER.pack(_IN_SLOT | length, self._released))]
+        return [memoryview(_HEADER.pack(length, self._released)), *views]
+
+    def _move(self, parts: Buffers | None, receive: bool, timeout: float
               ) -> memoryview | None:
-        """Send ``out`` whole and, if ``receive``, read one payload; a view of it, valid until
-        the next call."""
+        """Send ``parts`` whole and, if ``receive``, read one payload; a view of it, valid
+        until the next call."""
+        self._released = self._read  # a call ends the view the last one returned
+        out = self._framed(parts) if parts is not None else []
         now = time.perf_counter()
         deadline, polling_until = now + timeout, now + POLL_S
-        filled, need = 0, _LENGTH.size  # bytes of the incoming frame read, and wanted
+        filled, need = 0, _HEADER.size  # bytes of the incoming frame read, and wanted
+        in_slot: int | None = None  # the length of a payload waiting in a slot
         try:
             while out or (receive and filled < need):
                 moved = False
                 if out:
                     moved = self._write(out)
                 if receive and filled < need:
-                    count = self._read(filled, need)
+                    count = self._receive_into(filled, need)
                     moved = moved or count > 0
                     filled += count
-                    if filled == need == _LENGTH.size:
-                        need += _LENGTH.unpack_from(self._buffer)[0]
-                        if need > len(self._buffer):
-                            grown = bytearray(need)
-                            grown[:filled] = self._buffer[:filled]
-                            self._buffer = grown
+                    if filled == need == _HEADER.size:
+                        length, released = _HEADER.unpack_from(self._buffer)
+                        self._peer_released = released
+                        if length & _IN_SLOT:
+                            if self._slots is None:
+                                raise LinkClosed("a payload in shared memory on a link that "
+                                                 "has none")
+                            in_slot = length & ~_IN_SLOT
+                        else:
+                            need += length
+                            if need > len(self._buffer):
+                                grown = bytearray(need)
+                                grown[:filled] = self._buffer[:filled]
+                                self._buffer = grown
                 if moved:
                     continue
                 now = time.perf_counter()
@@ -154,7 +195,13 @@ class SocketLink:
                               [self._sock] if out else [], [], deadline - now)
         except OSError as exc:
             raise LinkClosed(str(exc) or type(exc).__name__) from exc
-        return memoryview(self._buffer)[_LENGTH.size:need] if receive else None
+        if not receive:
+            return None
+        if in_slot is not None:
+            assert self._slots is not None
+            self._read += 1
+            return self._slots.read(self._read - 1, in_slot)
+        return memoryview(self._buffer)[_HEADER.size:need]
 
     def _write(self, out: list[memoryview]) -> bool:
         """Send what the socket takes of ``out`` now, dropping what went; True if any did."""
@@ -168,7 +215,7 @@ class SocketLink:
             out[0] = out[0][sent:]
         return True
 
-    def _read(self, filled: int, need: int) -> int:
+    def _receive_into(self, filled: int, need: int) -> int:
         """Bytes read now into the frame's buffer between ``filled`` and ``need``."""
         try:
             count = self._sock.recv_into(memoryview(self._buffer)[filled:need])
@@ -180,6 +227,8 @@ class SocketLink:
 
     def close(self) -> None:
         self._sock.close()
+        if self._slots is not None:
+            self._slots.close()
 
 
 def local_address(redis_url: str) -> str:
@@ -193,12 +242,14 @@ def local_address(redis_url: str) -> str:
 
 class Listener:
     """The leader's socket that its ranks connect to, proving themselves by the secret that
-    only the handshake through Redis told them."""
+    only the handshake through Redis told them. Each rank that does is offered shared slots
+    of ``slot_bytes`` in ``shared_dir`` (None: none), which it takes if it runs on this host."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, shared_dir: Path | None = None, slot_bytes: int = 0) -> None:
         self._sock = socket.create_server((host, 0))
         self.address = f"{host}:{self._sock.getsockname()[1]}"
         self.secret = secrets.token_hex(16)
+        self._shared_dir, self._slot_bytes = shared_dir, slot_bytes
 
     def accept(self, ranks: set[int], timeout: float) -> dict[int, SocketLink]:
         """Links to those of ``ranks`` that connect within ``timeout`` s."""
@@ -212,14 +263,24 @@ class Listener:
             link = SocketLink(conn, timeout)
             try:
                 rank, secret = bytes(link.receive(timeout)).decode().split(":", 1)
+                if not (hmac.compare_digest(secret, self.secret) and int(rank) in ranks):
+                    raise ValueError("not one of this leader's ranks")
+                self._offer_slots(link, timeout)
             except (LinkClosed, ValueError, UnicodeDecodeError):
                 link.close()
                 continue
-            if hmac.compare_digest(secret, self.secret) and int(rank) in ranks:
-                links[int(rank)] = link
-            else:
-                link.close()
+            links[int(rank)] = link
         return links
+
+    def _offer_slots(self, link: SocketLink, timeout: float) -> None:
+        offer = make_offer(self._shared_dir, self._slot_bytes)
+        try:
+            link.send([offer.text.encode() if offer else b""])
+            if offer is not None and bytes(link.receive(timeout)) == b"1":
+                link.share(offer.accepted())
+        finally:
+            if offer is not None:
+                offer.withdraw()
 
     def close(self) -> None:
         self._sock.close()
@@ -228,5 +289,15 @@ class Listener:
 def connect(address: str, rank: int, secret: str, timeout: float) -> SocketLink:
     host, port = address.rsplit(":", 1)
     link = SocketLink(socket.create_connection((host, int(port)), timeout=timeout), timeout)
-    link.send([f"{rank}:{secret}".encode()])
+    try:
+        link.send([f"{rank}:{secret}".encode()])
+        offer = bytes(link.receive(timeout)).decode()
+        if offer:
+            slots = accept_offer(offer)
+            link.send([b"1" if slots else b"0"])
+            if slots is not None:
+                link.share(slots)
+    except LinkClosed as exc:
+        link.close()
+        raise OSError(f"the leader at {address} ended the handshake: {exc}") from exc
     return link

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -96,12 +97,21 @@ class Team:
     links: dict[int, Link]
 
 
+def slot_bytes(params: np.ndarray) -> int:
+    """Shared slots that hold a step's message: the parameters, or one or two partial sums,
+    and the header. Larger ones (a replica with Adam's moments, local SGD's optimizer states)
+    travel over TCP."""
+    return 2 * params.nbytes + (1 << 16)
+
+
 def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, window: float,
-                 listen_on: str | None, timeout: float) -> Team:
+                 listen_on: str | None, timeout: float, *, shared_dir: Path | None = None,
+                 slot_bytes: int = 0) -> Team:
     """Wait up to ``window`` s for ranks 1..wanted to join and give each joiner its block of
     shards. Blocks of ranks that did not join stay with the leader, so a busy cluster never
     makes a job wait for capacity it does not have. ``listen_on`` is the address to accept
-    the ranks' TCP links on; None links them through the data plane (one process).
+    the ranks' TCP links on; None links them through the data plane (one process). Ranks on
+    this host also share memory in ``shared_dir`` with the leader (``worker.shared_slots``).
 
     Idle workers start their rank tasks within milliseconds of each other, so once a rank has
     joined, ``JOIN_QUIET_S`` without another means the rest are not coming soon."""
@@ -121,7 +131,8 @@ def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, w
     plane.mark(boxes.joining_closed)
     blocks = plan_ranks(shards, 1 + len(joined))
     members = {rank: blocks[i] for i, rank in enumerate(sorted(joined), start=1)}
-    listener = Listener(listen_on) if listen_on is not None and members else None
+    listener = (Listener(listen_on, shared_dir, slot_bytes)
+                if listen_on is not None and members else None)
     text = f"{listener.address} {listener.secret}" if listener else ""
     for rank, owned in members.items():
         plane.send(boxes.rank(rank),

@@ -1,8 +1,9 @@
 """End-to-end fixtures: real compose processes on the local Redis and PostgreSQL.
 
 Each test module gets one cluster of ``WORKERS`` worker processes (a module constant, default
-1), on a PostgreSQL database of its own and on Redis databases 11 (broker) and 12 (data plane),
-flushed first (a lock file keeps a second session on this machine waiting). Without Redis or
+1; ``ENV``, settings for all of the module's processes), on a PostgreSQL database of its own
+and on Redis databases 11 (broker) and 12 (data plane), flushed first (a lock file keeps a
+second session on this machine waiting). Without Redis or
 PostgreSQL the tests skip, unless ``SHARDTRAIN_REQUIRE_SERVICES=1`` (CI), where they fail.
 """
 
@@ -114,6 +115,7 @@ def cluster(request: pytest.FixtureRequest, redis_backends: tuple[str, str], dat
     workers: int = getattr(request.module, "WORKERS", 1)
     cluster = Cluster(workers, Backends(database_url, broker_url, data_plane_url),
                       tmp_path_factory.mktemp(f"logs-{request.module.__name__.split('.')[-1]}"))
+    cluster.env.update(getattr(request.module, "ENV", {}))
     try:
         cluster.start()
         yield cluster

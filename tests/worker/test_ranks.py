@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import fakeredis
 import numpy as np
@@ -18,7 +19,7 @@ from core.training import Trainer
 from tests.utils.data import blobs
 from tests.utils.services import redis_url
 from worker.dataplane import DataPlane, MemoryDataPlane, RedisDataPlane
-from worker.links import Buffers, Link, LinkClosed
+from worker.links import Buffers, Link, LinkClosed, SocketLink
 from worker.messages import PARAMS, REPLICA, SUMS
 from worker.ranks import (
     Mailboxes,
@@ -29,6 +30,7 @@ from worker.ranks import (
     join,
     plan_ranks,
     serve_rank,
+    slot_bytes,
 )
 from worker.shutdown import SHUTTING_DOWN
 
@@ -41,8 +43,9 @@ LOCAL = replace(EXACT, sync_every=3)
 X, Y = blobs(n=300, seed=3, dtype=np.float32)
 
 
-def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, ranks: int, *,
-           dying_rank_sends: int | None = None, shutdown_after: int | None = None) -> Trainer:
+def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, shared_dir: Path | None,
+           ranks: int, *, dying_rank_sends: int | None = None,
+           shutdown_after: int | None = None) -> Trainer:
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     threads = []
     for rank in range(1, ranks):
@@ -60,12 +63,16 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, ranks: int,
 
         threads.append(threading.Thread(target=run, daemon=True))
         threads[-1].start()
-    team = gather_ranks(plane, boxes, ranks - 1, spec.shards, 5.0, listen_on, 5.0)
+    leader = Trainer(spec, X, Y)
+    team = gather_ranks(plane, boxes, ranks - 1, spec.shards, 5.0, listen_on, 5.0,
+                        shared_dir=shared_dir, slot_bytes=slot_bytes(leader.params))
     assert len(team.members) == ranks - 1
+    if listen_on is not None:  # TCP links, through shared slots when given a directory
+        assert {isinstance(link, SocketLink) and link.shared
+                for link in team.links.values()} == {shared_dir is not None}
     sent: dict[int, list[bytes]] = {rank: [] for rank in team.links}
     team = Team(team.members, {rank: _Recorded(link, sent[rank])
                                for rank, link in team.links.items()})
-    leader = Trainer(spec, X, Y)
     remote = RemoteRanks(team, spec.shards, leader.params, timeout=1.0,
                          local_sgd=spec.sync_every > 1)
     leader.remote = remote
@@ -143,20 +150,24 @@ def reference(spec: TrainSpec) -> Trainer:
     return trainer
 
 
-Transport = tuple[DataPlane, str | None]
+Transport = tuple[DataPlane, str | None, Path | None]
 
 
 @pytest.fixture(params=["memory", "fakeredis",
-                        pytest.param("redis+tcp", marks=pytest.mark.services)])
-def transport(request: pytest.FixtureRequest) -> Iterator[Transport]:
-    """In one process: mailboxes in memory. Across processes: Redis to join, TCP to step.
-    And every step through Redis mailboxes, on fakeredis (one shared server)."""
+                        pytest.param("redis+tcp", marks=pytest.mark.services),
+                        pytest.param("redis+tcp+shared", marks=pytest.mark.services)])
+def transport(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
+    """In one process: mailboxes in memory. Across processes: Redis to join, TCP to step, as
+    across hosts, or with the steps' bytes in shared slots, as on one host. And every step
+    through Redis mailboxes, on fakeredis (one shared server)."""
     if request.param == "memory":
-        yield MemoryDataPlane(), None
+        yield MemoryDataPlane(), None, None
     elif request.param == "fakeredis":
-        yield RedisDataPlane(fakeredis.FakeRedis(server=fakeredis.FakeServer())), None
+        yield RedisDataPlane(fakeredis.FakeRedis(server=fakeredis.FakeServer())), None, None
     else:
-        yield RedisDataPlane.from_url(redis_url()), "127.0.0.1"
+        shared = tmp_path_factory.mktemp("shm") if request.param.endswith("shared") else None
+        yield RedisDataPlane.from_url(redis_url()), "127.0.0.1", shared
 
 
 @pytest.mark.parametrize("ranks", [2, 3, 5])

@@ -1,0 +1,142 @@
+"""Shared memory for the bytes of a link whose two ends run on one host.
+
+A leader and a rank in processes of one host (the pool processes of one worker, or workers
+started side by side) need not push every step's partial sums through the kernel's TCP stack:
+the sender copies a payload into a slot of a memory segment both have mapped, and the link
+carries only its length. Each direction has two slots, used in turn, so a receiver may keep
+reading the payload it was given while the next one is written into the other slot; a slot
+is written again only once the receiver has said, in a frame of its own, that it is done with
+what the slot held (``worker.links``). What does not fit in a slot travels inline.
+
+The segment is a file in ``shared_memory_dir`` (a tmpfs): the leader creates it with a random
+name and a random token in its first bytes, the rank maps it and checks the token, and the
+leader removes the name as soon as the rank has answered, so that nothing outlives the two
+processes. A rank on another host, or in a container with a /dev/shm of its own, finds no
+such file and says so; the link then stays plain TCP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import secrets
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_TOKEN_BYTES = 16
+_ALIGN = 64  # slots start on cache lines; the vectors in a payload are 8-aligned within it
+SLOTS = 2  # per direction
+
+
+def _aligned(size: int) -> int:
+    return -(-size // _ALIGN) * _ALIGN
+
+
+class SharedSlots:
+    """One end's view of a segment: two slots to write in (``out``), two to read from."""
+
+    def __init__(self, memory: mmap.mmap, slot_bytes: int, direction: int) -> None:
+        self._memory = memory
+        self._view = memoryview(memory)
+        self.slot_bytes = slot_bytes
+        self._direction = direction  # the leader writes direction 0, the rank direction 1
+
+    def _slot(self, direction: int, index: int) -> memoryview:
+        start = _ALIGN + (direction * SLOTS + index % SLOTS) * self.slot_bytes
+        return self._view[start:start + self.slot_bytes]
+
+    def write(self, index: int, parts: list[memoryview]) -> int:
+        """Copy ``parts`` one after the other into outgoing slot ``index``; their length."""
+        slot, offset = self._slot(self._direction, index), 0
+        for part in parts:
+            slot[offset:offset + len(part)] = part
+            offset += len(part)
+        return offset
+
+    def read(self, index: int, length: int) -> memoryview:
+        """The payload of ``length`` bytes in incoming slot ``index`` (a view, not a copy)."""
+        return self._slot(1 - self._direction, index)[:length]
+
+    def close(self) -> None:
+        self._view.release()
+        with contextlib.suppress(BufferError):  # views still held: unmapped when they go
+            self._memory.close()
+
+
+class Offer:
+    """A segment a leader has created for one rank, named until the rank has answered."""
+
+    def __init__(self, directory: Path, slot_bytes: int) -> None:
+        self.slot_bytes = _aligned(slot_bytes)
+        self.token = secrets.token_hex(_TOKEN_BYTES)
+        self.path = directory / f"shardtrain-{secrets.token_hex(8)}"
+        size = _ALIGN + 2 * SLOTS * self.slot_bytes
+        self._accepted = False
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Reserved now, so that a full tmpfs refuses the offer here instead of killing a
+            # process (SIGBUS) at its first write into a page that has no memory behind it.
+            os.posix_fallocate(fd, 0, size)
+            self._memory = mmap.mmap(fd, size)
+        except OSError:
+            self.path.unlink()
+            raise
+        finally:
+            os.close(fd)
+        self._memory[:len(self.token)] = self.token.encode()
+
+    @property
+    def text(self) -> str:
+        return f"{self.path} {self.slot_bytes} {self.token}"
+
+    def accepted(self) -> SharedSlots:
+        """The leader's end, once the rank has mapped the segment."""
+        self._accepted = True
+        return SharedSlots(self._memory, self.slot_bytes, direction=0)
+
+    def withdraw(self) -> None:
+        """Remove the name (the memory lives on while a process maps it), and unmap it here
+        unless the rank took it."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if not self._accepted:
+            self._memory.close()
+
+
+def make_offer(directory: Path | None, slot_bytes: int) -> Offer | None:
+    """A segment for one link, or None when shared memory is off or cannot be had."""
+    if directory is None or slot_bytes <= 0:
+        return None
+    try:
+        return Offer(directory, slot_bytes)
+    except OSError as exc:
+        log.info("no shared memory in %s for a rank's link (%s): TCP only", directory, exc)
+        return None
+
+
+def accept_offer(text: str) -> SharedSlots | None:
+    """The rank's end of the segment an offer's ``text`` names, or None when this process
+    cannot map it: another host, another container, or no offer at all (``text`` empty)."""
+    if not text:
+        return None
+    path, slot_bytes, token = text.rsplit(" ", 2)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size != _ALIGN + 2 * SLOTS * int(slot_bytes):
+            return None
+        memory = mmap.mmap(fd, size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if memory[:len(token)] != token.encode():  # a file of that name, but not the leader's
+        memory.close()
+        return None
+    return SharedSlots(memory, int(slot_bytes), direction=1)
