@@ -105,12 +105,17 @@ def checkpoint(session: Session, job_id: str, step: int, state: bytes) -> None:
     prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
 
 
-def save_initial(factory: SessionFactory, job_id: str, attempt: int, state: bytes) -> bool:
-    """The state a fresh job starts from, as checkpoint step 0 (kept beside the later ones);
+def start(factory: SessionFactory, job_id: str, attempt: int, workers: int | None,
+          initial: bytes | None) -> bool:
+    """How many ranks the attempt trains on, if more than the one its claim recorded, and
+    the state a fresh job starts from, as checkpoint step 0 (kept beside the later ones);
     True when a cancel of the job has been requested."""
     with session_scope(factory) as session:
         job = owned(session, job_id, attempt)
-        save_checkpoint(session, job_id=job_id, step=0, state=state)
+        if workers is not None:
+            job.workers = workers
+        if initial is not None:
+            save_checkpoint(session, job_id=job_id, step=0, state=initial)
         return job.cancel_requested
 
 
@@ -141,9 +146,8 @@ def finish(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer,
     model = trainer.model().to_npz()
     with session_scope(factory) as session:
         job = write(session, job_id, attempt, batch)
+        # Without validation rows, the API gives the final weights as the best.
         save_weights(session, job_id=job_id, kind="final", step=trainer.step, data=model)
-        if job.best_step is None:  # no validation rows: the final weights are the best known
-            save_weights(session, job_id=job_id, kind="best", step=trainer.step, data=model)
         checkpoint(session, job_id, trainer.step, trainer.state_bytes())
         job.mark_succeeded(
             final_train_loss=last.epoch_train_loss if last else None,

@@ -176,15 +176,15 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
     remote = gather(job_id, attempt, wanted, trainer, settings)
     if remote is not None:
         trainer.remote = TimedRounds(remote)
-        with session_scope(factory) as session:
-            owned(session, job_id, attempt).workers = remote.ranks
     log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
              trainer.total_steps, remote.ranks if remote is not None else 1)
     try:
         # Leaving waits for the write in flight: none outlives the attempt that made it.
         with Writer(job_id) as writer:
-            if initial is not None:
-                writer.submit(partial(records.save_initial, factory, job_id, attempt, initial))
+            # The steps start meanwhile: the ranks wait for the leader at every one of them.
+            if initial is not None or remote is not None:
+                writer.submit(partial(records.start, factory, job_id, attempt,
+                                      remote.ranks if remote is not None else None, initial))
             status = _train(job_id, attempt, trainer, progress, writer, factory, settings)
         if status == "handed back":
             requeue(job_id)

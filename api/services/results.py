@@ -9,7 +9,7 @@ from api.model_cache import ModelCache
 from api.services.errors import Conflict, InvalidInput, NotFound
 from core.model import Model, Prediction
 from core.training import model_from_state
-from db.models import Job
+from db.models import Job, WeightsKind
 from db.queries.checkpoints import get_checkpoint, get_weights, latest_checkpoint
 
 
@@ -17,8 +17,10 @@ def weights_npz(*, session: Session, job: Job, checkpoint: str) -> tuple[bytes, 
     """The weights .npz at ``checkpoint`` (final, best, latest or a step; 0 is the initial
     weights) and a name for it, e.g. ``final`` or ``step120``."""
     if checkpoint in ("final", "best"):
-        weights = get_weights(session, job_id=job.id,
-                              kind="final" if checkpoint == "final" else "best")
+        # Without validation rows a job has no best epoch: its best weights are its final ones.
+        kind: WeightsKind = ("best" if checkpoint == "best" and job.best_step is not None
+                             else "final")
+        weights = get_weights(session, job_id=job.id, kind=kind)
         if weights is None:
             raise NotFound(f"job {job.id} has no {checkpoint} weights (it is {job.status})")
         return weights.data, checkpoint

@@ -125,7 +125,8 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
             job.mark_succeeded(
                 final_train_loss=result.final_train_loss, final_val_loss=result.final_val_loss,
                 final_val_accuracy=result.final_val_accuracy,
-                best_val_loss=result.final_val_loss, best_step=result.steps,
+                best_val_loss=result.final_val_loss,
+                best_step=result.steps if result.final_val_loss is not None else None,
                 samples_per_s=result.samples_per_s, seconds=result.seconds)
         return trainer
 

@@ -96,6 +96,18 @@ def test_every_checkpoint_downloads_as_weights(
     assert loc == ["query", "checkpoint"]
 
 
+def test_without_validation_rows_the_best_weights_are_the_final_ones(
+        client: TestClient, auth: dict[str, str], finish: Callable[..., Trainer]) -> None:
+    X, y = blobs(n=120, features=4, classes=3)
+    job_id = submitted(client, auth, upload(client, auth, X, y)["id"],
+                       validation_fraction=0.0)["id"]
+    finish(job_id, X, y)
+    best, final = download(client, auth, job_id, "best"), download(client, auth, job_id)
+    assert best.keys() == final.keys()
+    for name in final:
+        np.testing.assert_array_equal(best[name], final[name])
+
+
 def test_a_running_job_has_no_final_weights(client: TestClient, auth: dict[str, str]) -> None:
     dataset = upload(client, auth, *blobs())["id"]
     job_id = submitted(client, auth, dataset)["id"]

@@ -61,7 +61,8 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
             assert np.array_equal(from_npz(final.data)[name], array)
         assert job.final_val_accuracy == pytest.approx(
             reference.job.evaluate(reference.params, reference.job.val_idx)[1])
-        assert get_weights(session, job_id=job_id, kind="best") is not None
+        best = get_weights(session, job_id=job_id, kind="best")
+        assert best is not None and best.step == job.best_step
         initial = session.get(Checkpoint, (job_id, 0))
         assert initial is not None
         start = Trainer(TrainSpec.from_dict(SPEC), *blobs(n=160, seed=1, dtype=np.float32))
