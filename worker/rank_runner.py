@@ -25,23 +25,20 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
     """Serve as ``rank`` of attempt ``attempt`` of the job; returns what became of it."""
     factory = factory or get_session_factory()
     settings = settings or get_settings()
-    with session_scope(factory) as session:
-        job = session.get(Job, job_id)
-        if job is None or job.is_finished or job.attempt != attempt:
-            return "not needed"  # the job ended, or its leader restarted, before this ran
     plane = data_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
     if plane.is_marked(boxes.joining_closed):
         return "not needed"  # started after the leader's join window: it runs without us
+    # Joined first, the database read after: the leader is waiting. The data loads between
+    # joining and the assignment, while the leader builds its own trainer. A rank that joined
+    # in time is almost always given shards; one that was not (the leader closed the window
+    # first) has loaded into its cache for nothing.
     join(plane, boxes, rank)
-    # The data loads between joining and the assignment, while the leader builds its own
-    # trainer. A rank that joined in time is almost always given shards; one that was not
-    # (the leader closed the window first) has loaded into its cache for nothing.
     try:
         with session_scope(factory) as session:
             job = session.get(Job, job_id)
-            if job is None:
-                return "not needed"  # deleted meanwhile
+            if job is None or job.is_finished or job.attempt != attempt:
+                return "not needed"  # the job ended, or its leader restarted, before this ran
             data = load_input(session, job)
         job_data = JobData.prepare(data.spec, data.X, data.y, checked=True)
     except (InvalidDataError, SpecError, ValueError) as exc:

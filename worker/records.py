@@ -40,17 +40,23 @@ class Batch:
     best_step: int | None
     best_weights: bytes | None  # set when a better epoch has not been written yet
     samples_per_s: float | None
+    ranks: int  # training the job as of the batch's last step
+    initial: bytes | None  # the state a fresh job started from, until it has been written
 
 
 @dataclass
 class Progress:
-    """What the loop has recorded since the last write."""
+    """What the loop has recorded since the last write. A fresh job's initial state goes
+    with the first write, which runs while the steps go on: written before the first step,
+    it would cost the leader and every rank waiting for it the time of a checkpoint, and a
+    job that dies before it is written starts afresh from the same seed."""
 
     pending: list[MetricRow] = field(default_factory=list)
     best_val_loss: float | None = None
     best_step: int | None = None
     best_weights: bytes | None = None
     rows: int = 0
+    initial: bytes | None = None
 
     def record(self, trainer: Trainer, event: StepEvent) -> None:
         self.pending.append(
@@ -61,14 +67,15 @@ class Progress:
             self.best_val_loss, self.best_step = event.val_loss, event.step
             self.best_weights = trainer.model().to_npz()
 
-    def take(self, event: StepEvent | None, seconds: float) -> Batch:
-        """What is pending, as of ``event`` after ``seconds`` of training; pending is then
-        empty."""
+    def take(self, event: StepEvent | None, seconds: float, ranks: int) -> Batch:
+        """What is pending, as of ``event`` after ``seconds`` of training on ``ranks``;
+        pending is then empty."""
         batch = Batch(rows=self.pending, step=event.step if event else None,
                       epoch=event.epoch if event else None, best_val_loss=self.best_val_loss,
                       best_step=self.best_step, best_weights=self.best_weights,
-                      samples_per_s=self.rows / seconds if seconds > 0 else None)
-        self.pending, self.best_weights = [], None
+                      samples_per_s=self.rows / seconds if seconds > 0 else None, ranks=ranks,
+                      initial=self.initial)
+        self.pending, self.best_weights, self.initial = [], None, None
         return batch
 
 
@@ -89,6 +96,8 @@ def fresh_job(session: Session, job_id: str) -> Job:
 
 def write(session: Session, job_id: str, attempt: int, batch: Batch) -> Job:
     job = owned(session, job_id, attempt)
+    if batch.initial is not None:
+        save_checkpoint(session, job_id=job_id, step=0, state=batch.initial)
     upsert_metrics(session, job_id=job_id, rows=batch.rows)
     if batch.best_weights is not None and batch.best_step is not None:
         save_weights(session, job_id=job_id, kind="best", step=batch.best_step,
@@ -97,26 +106,13 @@ def write(session: Session, job_id: str, attempt: int, batch: Batch) -> Job:
         job.mark_progress(batch.epoch, batch.step)
     job.best_val_loss, job.best_step = batch.best_val_loss, batch.best_step
     job.samples_per_s = batch.samples_per_s
+    job.workers = batch.ranks
     return job
 
 
 def checkpoint(session: Session, job_id: str, step: int, state: bytes) -> None:
     save_checkpoint(session, job_id=job_id, step=step, state=state)
     prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
-
-
-def start(factory: SessionFactory, job_id: str, attempt: int, workers: int | None,
-          initial: bytes | None) -> bool:
-    """How many ranks the attempt trains on, if more than the one its claim recorded, and
-    the state a fresh job starts from, as checkpoint step 0 (kept beside the later ones);
-    True when a cancel of the job has been requested."""
-    with session_scope(factory) as session:
-        job = owned(session, job_id, attempt)
-        if workers is not None:
-            job.workers = workers
-        if initial is not None:
-            save_checkpoint(session, job_id=job_id, step=0, state=initial)
-        return job.cancel_requested
 
 
 def flush(factory: SessionFactory, job_id: str, attempt: int, batch: Batch,

@@ -34,6 +34,7 @@ from db.settings import Settings, get_settings
 from worker import records
 from worker.leading import TRAIN_JOB, RankLauncher, gather, launch_ranks
 from worker.loading import load_input, planned_network
+from worker.ranks import RemoteRanks
 from worker.records import LeaseLost, Progress, fresh_job, owned
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import STEP_SECONDS, TimedRounds
@@ -95,8 +96,8 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             started = _prepare(session, job_id, attempt)
         if isinstance(started, str):
             return started
-        trainer, progress, initial = started
-        return _lead(job_id, attempt, trainer, progress, initial, wanted, factory, settings,
+        trainer, progress = started
+        return _lead(job_id, attempt, trainer, progress, wanted, factory, settings,
                      requeue or requeue_by_name)
     except DBAPIError as exc:
         if not _outage(exc):
@@ -150,10 +151,10 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
     return attempt, spec, net, job.spec.get("max_workers", "auto")
 
 
-def _prepare(session: Session, job_id: str, attempt: int
-             ) -> str | tuple[Trainer, Progress, bytes | None]:
-    """The trainer of the claimed job at its latest checkpoint, with the state to save as
-    checkpoint step 0 if it has none; or the job's status when its data cannot train."""
+def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer, Progress]:
+    """The trainer of the claimed job at its latest checkpoint, and its progress, which
+    holds the state to save as checkpoint step 0 if it has none; or the job's status when
+    its data cannot train."""
     job = owned(session, job_id, attempt)
     try:
         data = load_input(session, job)
@@ -165,27 +166,29 @@ def _prepare(session: Session, job_id: str, attempt: int
     progress = Progress(best_val_loss=job.best_val_loss, best_step=job.best_step)
     checkpoint = latest_checkpoint(session, job_id=job_id)
     if checkpoint is None:
-        return trainer, progress, trainer.state_bytes()
-    trainer.restore(checkpoint.state)
-    return trainer, progress, None
+        progress.initial = trainer.state_bytes()
+    else:
+        trainer.restore(checkpoint.state)
+    return trainer, progress
 
 
-def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
-          initial: bytes | None, wanted: int, factory: SessionFactory, settings: Settings,
-          requeue: Requeue) -> str:
-    remote = gather(job_id, attempt, wanted, trainer, settings)
-    if remote is not None:
-        trainer.remote = TimedRounds(remote)
-    log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
-             trainer.total_steps, remote.ranks if remote is not None else 1)
+def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress, wanted: int,
+          factory: SessionFactory, settings: Settings, requeue: Requeue) -> str:
+    remote: RemoteRanks | None = None
+
+    def ranks() -> int:
+        return remote.ranks if remote is not None else 1
+
     try:
         # Leaving waits for the write in flight: none outlives the attempt that made it.
         with Writer(job_id) as writer:
-            # The steps start meanwhile: the ranks wait for the leader at every one of them.
-            if initial is not None or remote is not None:
-                writer.submit(partial(records.start, factory, job_id, attempt,
-                                      remote.ranks if remote is not None else None, initial))
-            status = _train(job_id, attempt, trainer, progress, writer, factory, settings)
+            remote = gather(job_id, attempt, wanted, trainer, settings)
+            if remote is not None:
+                trainer.remote = TimedRounds(remote)
+            log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
+                     trainer.total_steps, ranks())
+            status = _train(job_id, attempt, trainer, progress, writer, factory, settings,
+                            ranks)
         if status == "handed back":
             requeue(job_id)
         log.info("%s at step %d", status, trainer.step)
@@ -196,16 +199,17 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
 
 
 def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writer: Writer,
-           factory: SessionFactory, settings: Settings) -> str:
+           factory: SessionFactory, settings: Settings, ranks: Callable[[], int]) -> str:
     """Train to the end; the progress writes go to ``writer``, so that the steps never wait
-    for the database, except for the outcome's last write."""
+    for the database, except for the outcome's last write. Each write records how many
+    ``ranks`` train the job then (fewer once one is lost)."""
     start = last_flush = last_checkpoint = step_started = time.monotonic()
     event: StepEvent | None = None
 
     def stop(outcome: Callable[[Session, Job], None]) -> None:
         writer.wait()
         records.stop(factory, job_id, attempt, trainer,
-                     progress.take(event, time.monotonic() - start), outcome)
+                     progress.take(event, time.monotonic() - start, ranks()), outcome)
 
     try:
         for event in trainer.steps():
@@ -222,7 +226,7 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writ
                 if whole and now - last_checkpoint >= settings.checkpoint_interval_s:
                     state, last_checkpoint = (trainer.step, trainer.state_bytes()), now
                 writer.submit(partial(records.flush, factory, job_id, attempt,
-                                      progress.take(event, now - start), state))
+                                      progress.take(event, now - start, ranks()), state))
                 last_flush = now
             if writer.cancel_requested and whole:
                 stop(lambda _, job: job.mark_cancelled())
@@ -250,8 +254,8 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writ
         return "failed"
     writer.wait()
     seconds = time.monotonic() - start
-    return records.finish(factory, job_id, attempt, trainer, progress.take(event, seconds),
-                          event, seconds)
+    return records.finish(factory, job_id, attempt, trainer,
+                          progress.take(event, seconds, ranks()), event, seconds)
 
 
 def _release(session: Session, job_id: str, attempt: int) -> None:

@@ -78,7 +78,7 @@ def test_a_killed_rank_is_dropped_and_the_job_still_succeeds(
     started = time.monotonic()
     job_id = cluster.client.submit(spec)["id"]
 
-    # Mid-job: both ranks joined (workers is set once they have) and steps are being made.
+    # Mid-job: both ranks joined (the progress writes count them) and steps are being made.
     def training_on_three_ranks() -> list[dict[str, Any]] | None:
         job = cluster.client.job(job_id)
         assert job["status"] in ("queued", "running"), job
@@ -98,6 +98,7 @@ def test_a_killed_rank_is_dropped_and_the_job_still_succeeds(
     seconds = time.monotonic() - started
     assert_succeeded(job)
     assert step_at_kill < job["progress"]["total_steps"], "the rank was killed after the end"
+    assert job["workers"] == 2, "the job's record still counts the rank it lost"
     assert_every_step_once(cluster.metrics(job_id), job["progress"]["total_steps"])
     assert_same_weights(cluster.client.weights(job_id), reference(reference_spec(spec)))
     # The leader noticed: it dropped the rank rather than ending before it had to.

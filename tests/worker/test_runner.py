@@ -161,6 +161,7 @@ def test_cancel_stops_once_a_write_has_read_it_and_keeps_history_and_checkpoint(
         assert 10 <= job.step <= 21
         assert read_metrics(session, job_id=job_id)["step"] == list(range(1, job.step + 1))
         assert session.get(Checkpoint, (job_id, job.step)) is not None
+        assert session.get(Checkpoint, (job_id, 0)) is not None
 
 
 def test_a_delivery_with_nothing_to_do_says_why_and_changes_nothing(
@@ -202,6 +203,8 @@ def test_divergence_fails_with_its_type_and_keeps_the_last_finite_checkpoint(
         checkpoint = session.get(Checkpoint, (job_id, last))
         assert checkpoint is not None
         assert np.all(np.isfinite(model_from_state(checkpoint.state).params))
+        # Its initial state too, though it failed before its first progress write.
+        assert session.get(Checkpoint, (job_id, 0)) is not None
 
 
 def test_unusable_data_fails_as_invalid_data(factory: SessionFactory, settings: Settings) -> None:
