@@ -36,7 +36,8 @@ def _aligned(size: int) -> int:
 
 
 class SharedSlots:
-    """One end's view of a segment: two slots to write in (``out``), two to read from."""
+    """One end's view of a segment: the two slots it writes and the two it reads. ``index``
+    counts a direction's payloads, which take the slots in turn."""
 
     def __init__(self, memory: mmap.mmap, slot_bytes: int, direction: int) -> None:
         self._memory = memory
