@@ -29,6 +29,15 @@ from core.spec import TrainSpec
 EVAL_CHUNK = 4096
 MAX_CACHED_VIEWS = 16
 
+Targets = tuple[TargetEncoding, np.ndarray]
+"""How ``y`` maps to the outputs, and ``y`` so encoded in the model's dtype."""
+
+
+def encode_targets(spec: TrainSpec, y: np.ndarray) -> Targets:
+    """The targets of ``y`` for ``spec``'s output and loss. Raises InvalidDataError."""
+    encoding = TargetEncoding.fit(y, spec.model.output, spec.loss)
+    return encoding, encoding.encode(y, np.dtype(spec.dtype))
+
 
 @dataclass(frozen=True)
 class JobData:
@@ -44,12 +53,14 @@ class JobData:
 
     @classmethod
     def prepare(cls, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
-                checked: bool = False) -> JobData:
+                checked: bool = False, targets: Targets | None = None) -> JobData:
         """``checked``: ``X`` and ``y`` passed ``check_arrays`` already (a worker checks a
-        dataset once, when it decodes it, instead of reading every value again per job)."""
+        dataset once, when it decodes it, instead of reading every value again per job).
+        ``targets``: ``encode_targets(spec, y)``, when the caller keeps them (a worker does,
+        for the datasets it keeps)."""
         if not checked:
             X, y = check_arrays(X, y)
-        encoding = TargetEncoding.fit(y, spec.model.output, spec.loss)
+        encoding, Y = targets if targets is not None else encode_targets(spec, y)
         net = Network.from_spec(spec, X.shape[1], encoding.n_out)
         train_idx, val_idx = holdout(X.shape[0], spec.validation_fraction, spec.seed)
         if len(train_idx) < spec.shards:
@@ -58,7 +69,7 @@ class JobData:
                 f"{spec.shards} shards")
         return cls(
             spec=spec, net=net, encoding=encoding,
-            X=np.ascontiguousarray(X, dtype=net.dtype), Y=encoding.encode(y, net.dtype),
+            X=np.ascontiguousarray(X, dtype=net.dtype), Y=Y,
             train_idx=train_idx, val_idx=val_idx,
             bounds=shard_bounds(len(train_idx), spec.shards),
             plan=StepPlan.build(len(train_idx), spec.batch_size, spec.shards),

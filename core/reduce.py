@@ -47,6 +47,10 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
         leaf(lo, out)
         return
     mid = (lo + hi) // 2
+    if known and (lo, mid) in known and (mid, hi) in known:
+        # Both halves summed already: added in one pass, not copied into ``out`` first.
+        np.add(known[(lo, mid)], known[(mid, hi)], out=out)
+        return
     tree_sum(lo, mid, leaf, out, spare, known)
     if known and (mid, hi) in known:
         out += known[(mid, hi)]  # a rank's sum is added as it came, without a copy first

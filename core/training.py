@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from core.job import JobData, ShardSet
+from core.job import JobData, ShardSet, Targets
 from core.local_sgd import LocalRounds, is_round_start, round_end, round_weights
 from core.model import Model
 from core.npz import from_npz, to_npz
@@ -102,17 +102,18 @@ class Trainer:
                  groups: Sequence[Sequence[int]] | None = None,
                  local_sgd: bool | None = None,
                  submitted: Mapping[str, object] | None = None,
-                 remote: RemoteShards | None = None, checked: bool = False) -> None:
+                 remote: RemoteShards | None = None, checked: bool = False,
+                 targets: Targets | None = None) -> None:
         """``groups`` splits the shards over separate ``ShardSet``s, as ranks on different
         workers hold them; by SPEC section 4.3 the grouping never changes the result.
         ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
         exact averaging up to rounding (default: local SGD exactly when sync_every > 1).
         ``submitted`` is the whole job spec as the user gave it, kept with the weights.
-        ``remote`` lets other ranks compute some shards. ``checked``: the data passed
-        ``core.data.check_arrays`` already."""
+        ``remote`` lets other ranks compute some shards. ``checked`` and ``targets``: as
+        for ``JobData.prepare``."""
         self.spec = spec
         self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
-        self.job = job = JobData.prepare(spec, X, y, checked=checked)
+        self.job = job = JobData.prepare(spec, X, y, checked=checked, targets=targets)
         net = job.net
         self.params = (net.from_arrays(init) if init is not None
                        else net.init_params(spec.seed, spec.model.init_scheme))

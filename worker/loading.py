@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from core.data import InvalidDataError, check_arrays, output_width
+from core.job import Targets, encode_targets
 from core.network import Network
 from core.npz import from_npz
 from core.spec import TrainSpec
@@ -27,6 +28,7 @@ class TrainingInput:
     submitted: dict[str, Any]  # the whole job spec, stored with the weights
     X: np.ndarray
     y: np.ndarray
+    targets: Targets  # y encoded for the spec's output and loss
     init: dict[str, np.ndarray] | None
 
 
@@ -35,6 +37,11 @@ class TrainingInput:
 # it again (checking alone reads every value: 10 ms for 188 MB here).
 CACHED_DATASETS = 2
 _cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+# Their targets as jobs encode them (by hash, output, loss and dtype): a leader and its ranks,
+# and the next job of a sweep, neither fit nor one-hot encode the labels again (2 ms for the
+# 60,000 rows of bench.service's reference job, on the way to its first step).
+CACHED_TARGETS = 4
+_targets: OrderedDict[tuple[str, str, str, str], Targets] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -53,6 +60,23 @@ def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
         while len(_cache) > CACHED_DATASETS:
             _cache.popitem(last=False)
     return X, y
+
+
+def dataset_targets(dataset: Dataset, spec: TrainSpec, y: np.ndarray) -> Targets:
+    """``core.job.encode_targets`` of ``dataset``'s ``y``, shared read-only between the jobs
+    of this process. Raises InvalidDataError."""
+    key = (dataset.sha256, spec.model.output, spec.loss, spec.dtype)
+    with _cache_lock:
+        if key in _targets:
+            _targets.move_to_end(key)
+            return _targets[key]
+    targets = encode_targets(spec, y)
+    targets[1].flags.writeable = False
+    with _cache_lock:
+        _targets[key] = targets
+        while len(_targets) > CACHED_TARGETS:
+            _targets.popitem(last=False)
+    return targets
 
 
 def numeric_spec(spec: dict[str, Any]) -> TrainSpec:
@@ -80,7 +104,9 @@ def _dataset(session: Session, job: Job) -> Dataset:
 
 def load_input(session: Session, job: Job) -> TrainingInput:
     """Raises InvalidDataError (or SpecError) when the job cannot train as stored."""
-    X, y = dataset_arrays(_dataset(session, job))
+    dataset = _dataset(session, job)
+    X, y = dataset_arrays(dataset)
+    spec = numeric_spec(job.spec)
     init = None
     init_id = job.spec.get("init")
     if init_id:
@@ -89,5 +115,5 @@ def load_input(session: Session, job: Job) -> TrainingInput:
         if weights is None:
             raise InvalidDataError(f"init job {init_id} has no final weights")
         init = from_npz(weights.data)
-    return TrainingInput(spec=numeric_spec(job.spec), submitted=dict(job.spec),
-                         X=X, y=y, init=init)
+    return TrainingInput(spec=spec, submitted=dict(job.spec), X=X, y=y,
+                         targets=dataset_targets(dataset, spec, y), init=init)

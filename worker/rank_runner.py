@@ -40,7 +40,8 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
             if job is None or job.is_finished or job.attempt != attempt:
                 return "not needed"  # the job ended, or its leader restarted, before this ran
             data = load_input(session, job)
-        job_data = JobData.prepare(data.spec, data.X, data.y, checked=True)
+        job_data = JobData.prepare(data.spec, data.X, data.y, checked=True,
+                                   targets=data.targets)
     except (InvalidDataError, SpecError, ValueError) as exc:
         log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
                  job_id, exc)

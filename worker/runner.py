@@ -159,7 +159,7 @@ def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer
     try:
         data = load_input(session, job)
         trainer = Trainer(data.spec, data.X, data.y, init=data.init, submitted=data.submitted,
-                          checked=True)
+                          checked=True, targets=data.targets)
     except (InvalidDataError, SpecError, ValueError) as exc:
         job.mark_failed("invalid_data", str(exc))
         return job.status

@@ -1,16 +1,19 @@
-"""What a worker reads before training: datasets decoded and checked once per process."""
+"""What a worker reads before training: datasets decoded and checked, and their targets
+encoded, once per process."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from core.data import InvalidDataError
 from core.npz import to_npz
+from core.spec import ModelSpec, TrainSpec
 from db.models import Dataset
-from worker.loading import dataset_arrays
+from worker.loading import dataset_arrays, dataset_targets
 
 
 def _dataset(X: np.ndarray, y: np.ndarray) -> Dataset:
@@ -34,3 +37,20 @@ def test_data_that_cannot_train_is_refused_at_decoding_and_not_kept() -> None:
     for _ in range(2):  # refused each time: nothing was cached
         with pytest.raises(InvalidDataError, match=r"NaN or Inf \(first at row 2\)"):
             dataset_arrays(dataset)
+
+
+def test_targets_are_encoded_once_per_dataset_output_and_loss() -> None:
+    X, y = np.arange(12, dtype=np.float32).reshape(6, 2), np.array([3, 5] * 3)
+    dataset = _dataset(X, y)
+    softmax = TrainSpec()
+    sigmoid = TrainSpec(model=ModelSpec(output="sigmoid"), loss="binary_cross_entropy")
+    first = dataset_targets(dataset, softmax, y)
+    again = dataset_targets(dataset, replace(softmax, seed=9), y)  # a sweep's next job
+    assert again[0] is first[0] and again[1] is first[1]
+    encoding, Y = first
+    assert encoding.classes is not None and encoding.classes.tolist() == [3, 5]
+    assert np.array_equal(Y, np.eye(2, dtype=np.float32)[[0, 1] * 3]) and not Y.flags.writeable
+    encoding, Y = dataset_targets(dataset, sigmoid, y)  # one column: P(class 5)
+    assert Y.shape == (6, 1) and Y.ravel().tolist() == [0.0, 1.0] * 3
+    with pytest.raises(InvalidDataError, match="cross_entropy needs class labels"):
+        dataset_targets(_dataset(X, y * 0.5), softmax, y * 0.5)
