@@ -10,8 +10,8 @@ what the slot held (``worker.links``). What does not fit in a slot travels inlin
 
 The segment is a file in ``shared_memory_dir`` (a tmpfs): the leader creates it with a random
 name and a random token in its first bytes, the rank maps it and checks the token, and the
-leader removes the name as soon as the rank has answered, so that nothing outlives the two
-processes. A rank on another host, or in a container with a /dev/shm of its own, finds no
+name is removed as soon as the rank has mapped it (or refused), so that nothing outlives the
+two processes. A rank on another host, or in a container with a /dev/shm of its own, finds no
 such file and says so; the link then stays plain TCP.
 """
 
@@ -140,4 +140,8 @@ def accept_offer(text: str) -> SharedSlots | None:
     if memory[:len(token)] != token.encode():  # a file of that name, but not the leader's
         memory.close()
         return None
+    # Removed by whichever end comes first: a leader killed right after its offer leaves
+    # nothing behind once its rank has mapped the segment.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     return SharedSlots(memory, int(slot_bytes), direction=1)
