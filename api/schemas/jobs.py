@@ -107,7 +107,8 @@ class JobPublic(BaseModel):
     timings: Timings
     throughput: Throughput
     attempt: int
-    workers: int | None
+    workers: int | None = Field(description="Ranks training the job as of its last progress "
+                                "write (fewer once one is lost); none while it is queued.")
     cancel_requested: bool
     spec: dict[str, Any]
 
