@@ -37,7 +37,7 @@ from worker.ranks import (
     await_assignment,
     gather_ranks,
     join,
-    slot_bytes,
+    slot_bytes_for,
 )
 
 PARAMS_COUNT = 100_000  # 400 KB of float32, as PEERS.md measured
@@ -91,7 +91,7 @@ def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str
     team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0,
                         None if transport == "redis" else "127.0.0.1", 30.0,
                         shared_dir=Settings().shared_memory_dir if transport == "shared" else None,
-                        slot_bytes=slot_bytes(params))
+                        slot_bytes=slot_bytes_for(params))
     remote = RemoteRanks(team, ranks, params, 30.0, local_sgd=False)
     remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
     optimizers = [SGD(PARAMS_COUNT, np.dtype(np.float32))]  # no state to replicate

@@ -14,7 +14,7 @@ from worker.dataplane import data_plane
 from worker.links import local_address
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
-from worker.ranks import Mailboxes, RemoteRanks, gather_ranks, slot_bytes
+from worker.ranks import Mailboxes, RemoteRanks, gather_ranks, slot_bytes_for
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def gather(job_id: str, attempt: int, wanted: int, trainer: Trainer,
     team = gather_ranks(plane, boxes, wanted - 1, trainer.spec.shards, settings.rank_join_s,
                         listen_on, settings.rank_timeout_s,
                         shared_dir=settings.shared_memory_dir,
-                        slot_bytes=slot_bytes(trainer.params))
+                        slot_bytes=slot_bytes_for(trainer.params))
     plane.drop(boxes.leader)
     log.info("job %s: %d of %d ranks joined", job_id, 1 + len(team.members), wanted)
     if not team.members:

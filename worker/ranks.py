@@ -97,7 +97,7 @@ class Team:
     links: dict[int, Link]
 
 
-def slot_bytes(params: np.ndarray) -> int:
+def slot_bytes_for(params: np.ndarray) -> int:
     """Shared slots that hold a step's message: the parameters, or one or two partial sums,
     and the header. Larger ones (a replica with Adam's moments, local SGD's optimizer states)
     travel over TCP."""
