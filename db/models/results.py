@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, utc_now
@@ -17,6 +17,13 @@ class Metric(Base):
     """The losses recorded at one step; validation values only at epoch ends."""
 
     __tablename__ = "metrics"
+    __table_args__ = (
+        # The epoch ends alone (rows with validation values): a job's latest validated step is
+        # found there at once, however long its history, not by scanning every step.
+        Index("ix_metrics_validated", "job_id", "step",
+              postgresql_where=text("val_loss IS NOT NULL"),
+              sqlite_where=text("val_loss IS NOT NULL")),
+    )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(primary_key=True)
