@@ -62,7 +62,7 @@ def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def dataset_targets(dataset: Dataset, spec: TrainSpec, y: np.ndarray) -> Targets:
+def dataset_targets(dataset: Dataset, spec: TrainSpec) -> Targets:
     """``core.job.encode_targets`` of ``dataset``'s ``y``, shared read-only between the jobs
     of this process. Raises InvalidDataError."""
     key = (dataset.sha256, spec.model.output, spec.loss, spec.dtype)
@@ -70,7 +70,7 @@ def dataset_targets(dataset: Dataset, spec: TrainSpec, y: np.ndarray) -> Targets
         if key in _targets:
             _targets.move_to_end(key)
             return _targets[key]
-    targets = encode_targets(spec, y)
+    targets = encode_targets(spec, dataset_arrays(dataset)[1])
     targets[1].flags.writeable = False
     with _cache_lock:
         _targets[key] = targets
@@ -116,4 +116,4 @@ def load_input(session: Session, job: Job) -> TrainingInput:
             raise InvalidDataError(f"init job {init_id} has no final weights")
         init = from_npz(weights.data)
     return TrainingInput(spec=spec, submitted=dict(job.spec), X=X, y=y,
-                         targets=dataset_targets(dataset, spec, y), init=init)
+                         targets=dataset_targets(dataset, spec), init=init)

@@ -35,6 +35,11 @@ def _aligned(size: int) -> int:
     return -(-size // _ALIGN) * _ALIGN
 
 
+def _segment_bytes(slot_bytes: int) -> int:
+    """The token's cache line, then the slots of both directions."""
+    return _ALIGN + 2 * SLOTS * slot_bytes
+
+
 class SharedSlots:
     """One end's view of a segment: the two slots it writes and the two it reads. ``index``
     counts a direction's payloads, which take the slots in turn."""
@@ -74,7 +79,7 @@ class Offer:
         self.slot_bytes = _aligned(slot_bytes)
         self.token = secrets.token_hex(_TOKEN_BYTES)
         self.path = directory / f"shardtrain-{secrets.token_hex(8)}"
-        size = _ALIGN + 2 * SLOTS * self.slot_bytes
+        size = _segment_bytes(self.slot_bytes)
         self._accepted = False
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -120,9 +125,7 @@ def make_offer(directory: Path | None, slot_bytes: int) -> Offer | None:
 
 def accept_offer(text: str) -> SharedSlots | None:
     """The rank's end of the segment an offer's ``text`` names, or None when this process
-    cannot map it: another host, another container, or no offer at all (``text`` empty)."""
-    if not text:
-        return None
+    cannot map it: another host, another container."""
     path, slot_bytes, token = text.rsplit(" ", 2)
     try:
         fd = os.open(path, os.O_RDWR)
@@ -130,7 +133,7 @@ def accept_offer(text: str) -> SharedSlots | None:
         return None
     try:
         size = os.fstat(fd).st_size
-        if size != _ALIGN + 2 * SLOTS * int(slot_bytes):
+        if size != _segment_bytes(int(slot_bytes)):
             return None
         memory = mmap.mmap(fd, size)
     except OSError:

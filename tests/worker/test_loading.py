@@ -44,13 +44,13 @@ def test_targets_are_encoded_once_per_dataset_output_and_loss() -> None:
     dataset = _dataset(X, y)
     softmax = TrainSpec()
     sigmoid = TrainSpec(model=ModelSpec(output="sigmoid"), loss="binary_cross_entropy")
-    first = dataset_targets(dataset, softmax, y)
-    again = dataset_targets(dataset, replace(softmax, seed=9), y)  # a sweep's next job
+    first = dataset_targets(dataset, softmax)
+    again = dataset_targets(dataset, replace(softmax, seed=9))  # a sweep's next job
     assert again[0] is first[0] and again[1] is first[1]
     encoding, Y = first
     assert encoding.classes is not None and encoding.classes.tolist() == [3, 5]
     assert np.array_equal(Y, np.eye(2, dtype=np.float32)[[0, 1] * 3]) and not Y.flags.writeable
-    encoding, Y = dataset_targets(dataset, sigmoid, y)  # one column: P(class 5)
+    encoding, Y = dataset_targets(dataset, sigmoid)  # one column: P(class 5)
     assert Y.shape == (6, 1) and Y.ravel().tolist() == [0.0, 1.0] * 3
     with pytest.raises(InvalidDataError, match="cross_entropy needs class labels"):
-        dataset_targets(_dataset(X, y * 0.5), softmax, y * 0.5)
+        dataset_targets(_dataset(X, y * 0.5), softmax)
