@@ -60,9 +60,10 @@ def test_cancel_stops_within_a_step_keeps_the_checkpoint_and_answers_the_same_ag
     stopped_after_s = time.monotonic() - started
     assert ended["status"] == "cancelled", ended
     final = ended["progress"]["step"]
-    # The step in flight when the cancel arrived, and no other (one more if the cancel landed
-    # while that step's write was reading the job).
-    assert seen <= final <= seen + 2, (seen, final)
+    # The write that reads the cancel runs while the next step trains, and the loop takes its
+    # answer at that step's end: the job stops one step after the step in flight (seen + 1),
+    # or two when the cancel landed while that step's write was reading the job.
+    assert seen <= final <= seen + 3, (seen, final)
     print(f"cancel: seen at step {seen}, stopped at step {final}, {stopped_after_s:.2f} s later")
     # No metrics after it, and the checkpoint of that step kept.
     assert cluster.metrics(job["id"])["step"] == list(range(1, final + 1))
