@@ -41,22 +41,17 @@ class Batch:
     best_weights: bytes | None  # set when a better epoch has not been written yet
     samples_per_s: float | None
     ranks: int  # training the job as of the batch's last step
-    initial: bytes | None  # the state a fresh job started from, until it has been written
 
 
 @dataclass
 class Progress:
-    """What the loop has recorded since the last write. A fresh job's initial state goes
-    with the first write, which runs while the steps go on: written before the first step,
-    it would cost the leader and every rank waiting for it the time of a checkpoint, and a
-    job that dies before it is written starts afresh from the same seed."""
+    """What the loop has recorded since the last write."""
 
     pending: list[MetricRow] = field(default_factory=list)
     best_val_loss: float | None = None
     best_step: int | None = None
     best_weights: bytes | None = None
     rows: int = 0
-    initial: bytes | None = None
 
     def record(self, trainer: Trainer, event: StepEvent) -> None:
         self.pending.append(
@@ -73,9 +68,8 @@ class Progress:
         batch = Batch(rows=self.pending, step=event.step if event else None,
                       epoch=event.epoch if event else None, best_val_loss=self.best_val_loss,
                       best_step=self.best_step, best_weights=self.best_weights,
-                      samples_per_s=self.rows / seconds if seconds > 0 else None, ranks=ranks,
-                      initial=self.initial)
-        self.pending, self.best_weights, self.initial = [], None, None
+                      samples_per_s=self.rows / seconds if seconds > 0 else None, ranks=ranks)
+        self.pending, self.best_weights = [], None
         return batch
 
 
@@ -96,8 +90,6 @@ def fresh_job(session: Session, job_id: str) -> Job:
 
 def write(session: Session, job_id: str, attempt: int, batch: Batch) -> Job:
     job = owned(session, job_id, attempt)
-    if batch.initial is not None:
-        save_checkpoint(session, job_id=job_id, step=0, state=batch.initial)
     upsert_metrics(session, job_id=job_id, rows=batch.rows)
     if batch.best_weights is not None and batch.best_step is not None:
         save_weights(session, job_id=job_id, kind="best", step=batch.best_step,
@@ -113,6 +105,15 @@ def write(session: Session, job_id: str, attempt: int, batch: Batch) -> Job:
 def checkpoint(session: Session, job_id: str, step: int, state: bytes) -> None:
     save_checkpoint(session, job_id=job_id, step=step, state=state)
     prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
+
+
+def save_initial(factory: SessionFactory, job_id: str, attempt: int, state: bytes) -> bool:
+    """Write the state a fresh job starts from as checkpoint step 0; True when a cancel of
+    the job has been requested."""
+    with session_scope(factory) as session:
+        job = owned(session, job_id, attempt)
+        save_checkpoint(session, job_id=job_id, step=0, state=state)
+        return job.cancel_requested
 
 
 def flush(factory: SessionFactory, job_id: str, attempt: int, batch: Batch,
@@ -138,13 +139,13 @@ def stop(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, b
 
 def finish(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, batch: Batch,
            last: StepEvent | None, seconds: float) -> str:
-    """Write the last batch, the final weights and state, and mark the job succeeded."""
+    """Write the last batch and the final weights, and mark the job succeeded. No checkpoint:
+    a job that has succeeded never resumes, and the API gives its final weights as its
+    latest checkpoint (as it gives them as the best when no epoch was validated)."""
     model = trainer.model().to_npz()
     with session_scope(factory) as session:
         job = write(session, job_id, attempt, batch)
-        # Without validation rows, the API gives the final weights as the best.
         save_weights(session, job_id=job_id, kind="final", step=trainer.step, data=model)
-        checkpoint(session, job_id, trainer.step, trainer.state_bytes())
         job.mark_succeeded(
             final_train_loss=last.epoch_train_loss if last else None,
             final_val_loss=last.val_loss if last else None,

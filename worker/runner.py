@@ -96,8 +96,8 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             started = _prepare(session, job_id, attempt)
         if isinstance(started, str):
             return started
-        trainer, progress = started
-        return _lead(job_id, attempt, trainer, progress, wanted, factory, settings,
+        trainer, progress, initial = started
+        return _lead(job_id, attempt, trainer, progress, initial, wanted, factory, settings,
                      requeue or requeue_by_name)
     except DBAPIError as exc:
         if not _outage(exc):
@@ -151,10 +151,11 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
     return attempt, spec, net, job.spec.get("max_workers", "auto")
 
 
-def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer, Progress]:
-    """The trainer of the claimed job at its latest checkpoint, and its progress, which
-    holds the state to save as checkpoint step 0 if it has none; or the job's status when
-    its data cannot train."""
+def _prepare(session: Session, job_id: str, attempt: int
+             ) -> str | tuple[Trainer, Progress, bytes | None]:
+    """The trainer of the claimed job at its latest checkpoint, its progress, and the state
+    to save as checkpoint step 0 if it has none; or the job's status when its data cannot
+    train."""
     job = owned(session, job_id, attempt)
     try:
         data = load_input(session, job)
@@ -166,14 +167,14 @@ def _prepare(session: Session, job_id: str, attempt: int) -> str | tuple[Trainer
     progress = Progress(best_val_loss=job.best_val_loss, best_step=job.best_step)
     checkpoint = latest_checkpoint(session, job_id=job_id)
     if checkpoint is None:
-        progress.initial = trainer.state_bytes()
-    else:
-        trainer.restore(checkpoint.state)
-    return trainer, progress
+        return trainer, progress, trainer.state_bytes()
+    trainer.restore(checkpoint.state)
+    return trainer, progress, None
 
 
-def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress, wanted: int,
-          factory: SessionFactory, settings: Settings, requeue: Requeue) -> str:
+def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
+          initial: bytes | None, wanted: int, factory: SessionFactory, settings: Settings,
+          requeue: Requeue) -> str:
     remote: RemoteRanks | None = None
 
     def ranks() -> int:
@@ -182,6 +183,12 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress, wante
     try:
         # Leaving waits for the write in flight: none outlives the attempt that made it.
         with Writer(job_id) as writer:
+            # Checkpoint step 0 is written while the ranks link (or the first steps run),
+            # not in the loop's way; a job that dies before it is written starts afresh
+            # from the same seed.
+            if initial is not None:
+                writer.submit(partial(records.save_initial, factory, job_id, attempt,
+                                      initial))
             remote = gather(job_id, attempt, wanted, trainer, settings)
             if remote is not None:
                 trainer.remote = TimedRounds(remote)

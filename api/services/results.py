@@ -24,14 +24,20 @@ def weights_npz(*, session: Session, job: Job, checkpoint: str) -> tuple[bytes, 
         if weights is None:
             raise NotFound(f"job {job.id} has no {checkpoint} weights (it is {job.status})")
         return weights.data, checkpoint
-    if checkpoint == "latest":
+    step = None if checkpoint == "latest" else int(checkpoint)
+    # A job that succeeded keeps no checkpoint of its last step: its final weights are that.
+    if job.status == "succeeded" and step in (None, job.step):
+        final = get_weights(session, job_id=job.id, kind="final")
+        if final is not None:
+            return final.data, f"step{final.step}"
+    if step is None:
         found = latest_checkpoint(session, job_id=job.id)
         if found is None:
             raise NotFound(f"job {job.id} has no checkpoint yet (it is {job.status})")
     else:
-        found = get_checkpoint(session, job_id=job.id, step=int(checkpoint))
+        found = get_checkpoint(session, job_id=job.id, step=step)
         if found is None:
-            raise NotFound(f"job {job.id} has no checkpoint at step {checkpoint}; step 0 and "
+            raise NotFound(f"job {job.id} has no checkpoint at step {step}; step 0 and "
                            "the latest checkpoints are kept")
     # A checkpoint holds the whole training state; clients get the same layout as final.
     return model_from_state(found.state).to_npz(), f"step{found.step}"

@@ -105,7 +105,8 @@ def other_auth(session_factory: SessionFactory) -> dict[str, str]:
 @pytest.fixture
 def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.ndarray], Trainer]:
     """Does a worker's part for a job: trains it on ``(X, y)`` in this process, stores the
-    step-0 and last checkpoints and the final weights, and marks it succeeded."""
+    step-0 checkpoint and the final weights (a worker keeps no checkpoint of a succeeded
+    job's last step), and marks it succeeded."""
 
     def run(job_id: str, X: np.ndarray, y: np.ndarray) -> Trainer:
         with session_scope(session_factory) as session:
@@ -117,8 +118,6 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
             save_checkpoint(session, job_id=job_id, step=0, state=trainer.state_bytes())
             job.mark_running(workers=1)
             result = trainer.run()
-            save_checkpoint(session, job_id=job_id, step=result.steps,
-                            state=trainer.state_bytes())
             save_weights(session, job_id=job_id, kind="final", step=result.steps,
                          data=trainer.model().to_npz())
             job.mark_progress(result.epochs, result.steps)

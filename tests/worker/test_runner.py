@@ -67,6 +67,8 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
         assert initial is not None
         start = Trainer(TrainSpec.from_dict(SPEC), *blobs(n=160, seed=1, dtype=np.float32))
         np.testing.assert_array_equal(model_from_state(initial.state).params, start.params)
+        # The last step's state is the final weights: no checkpoint repeats it.
+        assert session.get(Checkpoint, (job_id, job.total_steps)) is None
     # A redelivered message for a finished job changes nothing.
     assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
 
