@@ -66,6 +66,27 @@ def machine_info(packages: tuple[str, ...] = ()) -> dict[str, Any]:
     return info
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(ticks stolen by the hypervisor, all ticks) of every CPU since boot, from /proc/stat;
+    None where there is none."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal guest guest_nice; guests are in user
+    return (fields[7], sum(fields[:8])) if len(fields) >= 8 else None
+
+
+def steal_percent(since: tuple[int, int] | None) -> float | None:
+    """The share of CPU time since ``since`` (``cpu_ticks``) that the hypervisor gave other
+    guests: time a virtual machine's cores stood still while its processes wanted them."""
+    now = cpu_ticks()
+    if since is None or now is None or now[1] <= since[1]:
+        return None
+    return 100.0 * (now[0] - since[0]) / (now[1] - since[1])
+
+
 def _clean(value: Any) -> Any:
     """Floats to 6 significant digits, and NaN or infinities to null (JSON cannot spell them)."""
     if isinstance(value, float):

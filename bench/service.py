@@ -14,7 +14,10 @@
    The 1-worker and the 2-worker service run side by side, and every round runs each spec in
    one process, on one worker and on two in turn: the machine's slow moments (this host's
    speed moves by 10-20% within minutes) fall on all three alike. Medians over the rounds,
-   with every run's figure beside them."""
+   with every run's figure beside them. Each round also measures what the machine allows two
+   workers at best: two processes computing the halves' gradients side by side against one
+   computing them all (``two_core_ceiling``), and the report says how much CPU time the
+   hypervisor gave other guests during the run (``steal_pct``)."""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from sqlalchemy.engine import make_url
 
 from api.client import WAIT_POLL_S
 from bench.core import synthetic
-from bench.machine import machine_info, print_report
+from bench.machine import cpu_ticks, machine_info, print_report, steal_percent
 from bench.sync import sync_results
 from core.npz import to_npz
 from tests.e2e.cluster import Backends, Cluster
@@ -74,6 +77,56 @@ def in_process_seconds(data_file: Path, spec: dict[str, Any]) -> tuple[float, fl
                          capture_output=True, text=True, check=True)
     whole, training = out.stdout.strip().splitlines()[-1].split()
     return float(whole), float(training)
+
+
+GRADIENTS_CODE = (
+    "import json, sys, time, numpy as np\n"
+    "from core.spec import TrainSpec\nfrom core.job import JobData, ShardSet\n"
+    "spec = TrainSpec.from_dict({k: v for k, v in json.loads(sys.argv[2]).items()"
+    " if k != 'name'})\n"
+    "with np.load(sys.argv[1]) as d: job = JobData.prepare(spec, d['X'], d['y'])\n"
+    "shards = json.loads(sys.argv[3])\nshard_set = ShardSet(job, shards)\n"
+    "params = job.net.init_params(spec.seed, spec.model.init_scheme)\n"
+    "outs = [job.net.empty() for _ in shards]\n"
+    "print('ready', flush=True); sys.stdin.readline()\n"
+    "start = time.perf_counter()\n"
+    "for step in range(job.total_steps):\n"
+    "    for shard, out in zip(shards, outs): shard_set.gradient(shard, step, params, out, 1.0)\n"
+    "print(time.perf_counter() - start, flush=True)\n")
+
+
+def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[int]]
+                     ) -> list[float]:
+    """Seconds that processes side by side, one per block of shards (one BLAS thread each),
+    take to compute their blocks' gradients at every step of ``spec``, started together once
+    each has its data: compute alone, no exchange and no service."""
+    processes = [subprocess.Popen(
+        [sys.executable, "-c", GRADIENTS_CODE, str(data_file), json.dumps(spec),
+         json.dumps(block)], cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for block in blocks]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    seconds = []
+    for process in processes:
+        out, _ = process.communicate(timeout=600)
+        seconds.append(float(out.strip()))
+    return seconds
+
+
+def two_core_ceiling(data_file: Path, spec: dict[str, Any]) -> float:
+    """How much faster two processes side by side compute the gradients of a step than one
+    process computes them all, on this machine now: what 2 workers can gain over 1 at best,
+    whatever their exchange costs. Below 2 where the cores share caches, memory or a
+    host with other guests."""
+    half = spec["shards"] // 2
+    whole, = gradient_seconds(data_file, spec, [list(range(spec["shards"]))])
+    halves = gradient_seconds(data_file, spec, [list(range(half)),
+                                                list(range(half, spec["shards"]))])
+    return whole / max(halves)
 
 
 def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -141,6 +194,7 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
     runs: dict[str, dict[str, list[float]]] = {
         label: {"in_process": [], "training": [], "1": [], "2": []} for label in specs}
     ranks: dict[str, dict[int, int | None]] = {label: {} for label in specs}
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         data_file = Path(tmp) / "reference.npz"
         content = to_npz({"X": data.X, "y": data.y})
@@ -151,6 +205,7 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
             for service in services.values():
                 service.start(admin, content, REFERENCE_SPEC)
             for round_ in range(repeats):
+                ceilings.append(two_core_ceiling(data_file, REFERENCE_SPEC))
                 for label, spec in specs.items():
                     whole, training = in_process_seconds(data_file, spec)
                     runs[label]["in_process"].append(whole)
@@ -166,12 +221,14 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
             for service in services.values():
                 service.stop(admin)
             admin.dispose()
+    print(f"two processes side by side computed the gradients {np.median(ceilings):.2f}x as "
+          f"fast as one (median; {min(ceilings):.2f}x-{max(ceilings):.2f}x)", flush=True)
     return [result for label in specs
-            for result in _results(label, runs[label], ranks[label], rows, quick)]
+            for result in _results(label, runs[label], ranks[label], rows, quick, ceilings)]
 
 
 def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | None],
-             rows: int, quick: bool) -> list[dict[str, Any]]:
+             rows: int, quick: bool, ceilings: list[float]) -> list[dict[str, Any]]:
     median = {name: float(np.median(values)) for name, values in runs.items()}
     whole, training = median["in_process"], median["training"]
     print(f"{label} in one process: {whole:.3f} s ({training:.3f} s training)", flush=True)
@@ -192,6 +249,10 @@ def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | No
             # Per round, the two services' jobs ran next to each other.
             extra["speedup_per_round"] = [round(one / two, 3) for one, two in
                                           zip(runs["1"], runs["2"], strict=True)]
+            # What the machine allowed in each round: two processes' bare gradients against
+            # one process's (``two_core_ceiling``).
+            extra["two_core_ceiling"] = float(np.median(ceilings))
+            extra["two_core_ceiling_per_round"] = [round(c, 3) for c in ceilings]
             print(f"{label}: 2 workers {median['1'] / wall:.2f}x one worker", flush=True)
         results.append({
             "config": f"{label}-{workers}-workers", "threads": 1, "metric": "wall_s",
@@ -208,9 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rows, rounds and repeats")
     args = parser.parse_args(argv)
     machine = machine_info(("celery", "redis", "hiredis"))
-    start = time.monotonic()
+    start, ticks = time.monotonic(), cpu_ticks()
     results = sync_results(args.quick) + reference_results(args.quick)
-    print(f"bench.service took {time.monotonic() - start:.0f} s", flush=True)
+    machine["steal_pct"] = steal = steal_percent(ticks)
+    stolen = f"{steal:.1f}%" if steal is not None else "an unknown share"
+    print(f"bench.service took {time.monotonic() - start:.0f} s; the hypervisor gave other "
+          f"guests {stolen} of the CPU time", flush=True)
     print_report("service", machine, results)
 
 
