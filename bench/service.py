@@ -60,31 +60,43 @@ LOCAL_SGD_SPEC: dict[str, Any] = {**REFERENCE_SPEC, "name": "reference-local-sgd
 PEERS_WALL_S = {"ray_train_warm": 13.7, "torch_ddp_2x1": 3.9, "torch_1_thread": 1.41}
 
 
+# The start of the code run in a fresh process: the spec (argv[2]) and the rows (argv[1]).
+SPEC_AND_ROWS = (
+    "import json, sys, time, numpy as np\n"
+    "from core.spec import TrainSpec\n"
+    "spec = TrainSpec.from_dict({k: v for k, v in json.loads(sys.argv[2]).items()"
+    " if k != 'name'})\n"
+    "with np.load(sys.argv[1]) as d: X, y = d['X'], d['y']\n")
+
+
+def one_thread_process(code: str, data_file: Path, spec: dict[str, Any], *args: str,
+                       **popen: Any) -> subprocess.Popen[str]:
+    """``code`` in a fresh process with one BLAS thread, after ``SPEC_AND_ROWS``; ``args``
+    follow the data file and the spec in its argv."""
+    return subprocess.Popen(
+        [sys.executable, "-c", SPEC_AND_ROWS + code, str(data_file), json.dumps(spec), *args],
+        cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+        text=True, **popen)
+
+
 def in_process_seconds(data_file: Path, spec: dict[str, Any]) -> tuple[float, float]:
     """Seconds of ``spec`` in a fresh single-threaded process, from the rows in memory to
     trained weights, and of the training alone."""
-    code = (
-        "import json, sys, time, numpy as np\n"
-        "from core.spec import TrainSpec\nfrom core.training import Trainer\n"
-        "spec = TrainSpec.from_dict({k: v for k, v in json.loads(sys.argv[2]).items()"
-        " if k != 'name'})\n"
-        "with np.load(sys.argv[1]) as d: X, y = d['X'], d['y']\n"
+    process = one_thread_process(
+        "from core.training import Trainer\n"
         "start = time.perf_counter()\n"
         "trained = Trainer(spec, X, y).run()\n"
-        "print(time.perf_counter() - start, trained.seconds)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(data_file), json.dumps(spec)],
-                         cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-                         capture_output=True, text=True, check=True)
-    whole, training = out.stdout.strip().splitlines()[-1].split()
+        "print(time.perf_counter() - start, trained.seconds)\n", data_file, spec)
+    out, _ = process.communicate(timeout=600)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, process.args, out)
+    whole, training = out.strip().splitlines()[-1].split()
     return float(whole), float(training)
 
 
 GRADIENTS_CODE = (
-    "import json, sys, time, numpy as np\n"
-    "from core.spec import TrainSpec\nfrom core.job import JobData, ShardSet\n"
-    "spec = TrainSpec.from_dict({k: v for k, v in json.loads(sys.argv[2]).items()"
-    " if k != 'name'})\n"
-    "with np.load(sys.argv[1]) as d: job = JobData.prepare(spec, d['X'], d['y'])\n"
+    "from core.job import JobData, ShardSet\n"
+    "job = JobData.prepare(spec, X, y)\n"
     "shards = json.loads(sys.argv[3])\nshard_set = ShardSet(job, shards)\n"
     "params = job.net.init_params(spec.seed, spec.model.init_scheme)\n"
     "outs = [job.net.empty() for _ in shards]\n"
@@ -100,10 +112,8 @@ def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[in
     """Seconds that processes side by side, one per block of shards (one BLAS thread each),
     take to compute their blocks' gradients at every step of ``spec``, started together once
     each has its data: compute alone, no exchange and no service."""
-    processes = [subprocess.Popen(
-        [sys.executable, "-c", GRADIENTS_CODE, str(data_file), json.dumps(spec),
-         json.dumps(block)], cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for block in blocks]
+    processes = [one_thread_process(GRADIENTS_CODE, data_file, spec, json.dumps(block),
+                                    stdin=subprocess.PIPE) for block in blocks]
     for process in processes:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     for process in processes:
@@ -118,10 +128,10 @@ def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[in
 
 
 def two_core_ceiling(data_file: Path, spec: dict[str, Any]) -> float:
-    """How much faster two processes side by side compute the gradients of a step than one
-    process computes them all, on this machine now: what 2 workers can gain over 1 at best,
-    whatever their exchange costs. Below 2 where the cores share caches, memory or a
-    host with other guests."""
+    """How much faster two processes side by side compute half the gradients of every step
+    each (the slower of the two) than one process computes them all, on this machine now:
+    what 2 workers can gain over 1 at best, whatever their exchange costs. Below 2 where the
+    cores share caches, memory or a host with other guests."""
     half = spec["shards"] // 2
     whole, = gradient_seconds(data_file, spec, [list(range(spec["shards"]))])
     halves = gradient_seconds(data_file, spec, [list(range(half)),
