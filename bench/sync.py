@@ -140,7 +140,8 @@ def chord_rounds(ranks: int, rounds: int) -> dict[str, float]:
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.sync:chord_app", "worker",
          f"--concurrency={ranks}", "--loglevel=WARNING", "-n", f"chord{uuid.uuid4().hex[:6]}@%h"],
-        cwd=ROOT, stdin=subprocess.DEVNULL)
+        # Its banner goes to stderr, not into the report on stdout.
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sys.stderr)
     try:
         deadline = time.monotonic() + 60
         while not chord_app.control.ping(timeout=0.5):
