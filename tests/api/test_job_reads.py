@@ -166,7 +166,8 @@ def test_runs_are_filtered_ordered_and_paged(
 
     pages, cursor = [], None
     while True:
-        params = {"order": "final_val_loss", "limit": 1, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, Any] = {"order": "final_val_loss", "limit": 1,
+                                  **({"cursor": cursor} if cursor else {})}
         page = client.get("/v1/jobs", params=params, headers=auth).json()
         pages += [item["id"] for item in page["items"]]
         if (cursor := page["next_cursor"]) is None:

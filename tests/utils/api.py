@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -29,7 +29,7 @@ def upload(client: TestClient, headers: dict[str, str], X: np.ndarray, y: np.nda
 
 
 def submit(client: TestClient, headers: dict[str, str], dataset_id: str,
-           **fields: Any) -> httpx.Response:
+           **fields: Any) -> httpx2.Response:
     """POST ``SPEC`` on the dataset, with ``fields`` replacing its top-level fields."""
     return client.post("/v1/jobs", json={**SPEC, "dataset": dataset_id, **fields},
                        headers=headers)
@@ -44,7 +44,7 @@ def submitted(client: TestClient, headers: dict[str, str], dataset_id: str,
     return body
 
 
-def refusal(response: httpx.Response, status: int = 422) -> tuple[list[Any], str]:
+def refusal(response: httpx2.Response, status: int = 422) -> tuple[list[Any], str]:
     """For a refused request: the location of its first error and every message, joined."""
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
