@@ -16,7 +16,8 @@
    speed moves by 10-20% within minutes) fall on all three alike. Medians over the rounds,
    with every run's figure beside them. Each round also measures what the machine allows two
    workers at best: two processes computing the halves' gradients side by side against one
-   computing them all (``two_core_ceiling``), and the report says how much CPU time the
+   computing them all, running free (``two_core_ceiling``) and meeting at every step's end as
+   a pair of ranks must (``lockstep_ceiling``), and the report says how much CPU time the
    hypervisor gave other guests during the run (``steal_pct``)."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,7 @@ REFERENCE_SPEC: dict[str, Any] = {
 # The same job with local SGD: each rank steps its shards alone for rounds of 4 steps.
 LOCAL_SGD_SPEC: dict[str, Any] = {**REFERENCE_SPEC, "name": "reference-local-sgd",
                                   "sync_every": 4}
+CEILING_KEYS = {"free": "two_core_ceiling", "lockstep": "lockstep_ceiling"}
 PEERS_WALL_S = {"ray_train_warm": 13.7, "torch_ddp_2x1": 3.9, "torch_1_thread": 1.41}
 
 
@@ -94,26 +97,52 @@ def in_process_seconds(data_file: Path, spec: dict[str, Any]) -> tuple[float, fl
     return float(whole), float(training)
 
 
+# argv[3]: the shards; argv[4]: the descriptor of a TCP connection to the peer to meet at
+# every step's end over the ranks' own link (which waits for the peer as a step's exchange
+# does), or -1 for none.
 GRADIENTS_CODE = (
+    "import socket\n"
     "from core.job import JobData, ShardSet\n"
+    "from worker.links import SocketLink\n"
     "job = JobData.prepare(spec, X, y)\n"
     "shards = json.loads(sys.argv[3])\nshard_set = ShardSet(job, shards)\n"
+    "peer = (SocketLink(socket.socket(fileno=int(sys.argv[4])), 60.0)\n"
+    "        if sys.argv[4] != '-1' else None)\n"
     "params = job.net.init_params(spec.seed, spec.model.init_scheme)\n"
     "outs = [job.net.empty() for _ in shards]\n"
     "print('ready', flush=True); sys.stdin.readline()\n"
     "start = time.perf_counter()\n"
     "for step in range(job.total_steps):\n"
     "    for shard, out in zip(shards, outs): shard_set.gradient(shard, step, params, out, 1.0)\n"
+    "    if peer: peer.exchange([b'.'], 60.0)\n"
     "print(time.perf_counter() - start, flush=True)\n")
 
 
-def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[int]]
-                     ) -> list[float]:
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """The two ends of a loopback TCP connection."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        one = socket.create_connection(server.getsockname())
+        other, _ = server.accept()
+    return one, other
+
+
+def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[int]], *,
+                     lockstep: bool = False) -> list[float]:
     """Seconds that processes side by side, one per block of shards (one BLAS thread each),
     take to compute their blocks' gradients at every step of ``spec``, started together once
-    each has its data: compute alone, no exchange and no service."""
+    each has its data: compute alone, no exchange and no service. ``lockstep`` (two blocks):
+    the two meet at every step's end, one byte each way over a link, as exact averaging makes
+    a pair do, so that each step lasts as long as the slower side's."""
+    ends: list[socket.socket | None] = [None] * len(blocks)
+    if lockstep:
+        ends = list(tcp_pair())
     processes = [one_thread_process(GRADIENTS_CODE, data_file, spec, json.dumps(block),
-                                    stdin=subprocess.PIPE) for block in blocks]
+                                    str(end.fileno() if end else -1), stdin=subprocess.PIPE,
+                                    pass_fds=(end.fileno(),) if end else ())
+                 for block, end in zip(blocks, ends, strict=True)]
+    for end in ends:
+        if end is not None:
+            end.close()  # the processes hold their own
     for process in processes:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     for process in processes:
@@ -127,16 +156,20 @@ def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[in
     return seconds
 
 
-def two_core_ceiling(data_file: Path, spec: dict[str, Any]) -> float:
+def two_core_ceilings(data_file: Path, spec: dict[str, Any]) -> tuple[float, float]:
     """How much faster two processes side by side compute half the gradients of every step
     each (the slower of the two) than one process computes them all, on this machine now:
-    what 2 workers can gain over 1 at best, whatever their exchange costs. Below 2 where the
-    cores share caches, memory or a host with other guests."""
+    running free, and in lockstep. What 2 workers can gain over 1 at best, whatever their
+    exchange costs: below 2 where the cores share caches, memory or a host with other guests,
+    and lower in lockstep where a step takes one side longer than the other."""
     half = spec["shards"] // 2
+    blocks = [list(range(half)), list(range(half, spec["shards"]))]
+    # The one process runs between the pairs, so that a drift of the machine's speed weighs
+    # on both ratios alike.
+    free = gradient_seconds(data_file, spec, blocks)
     whole, = gradient_seconds(data_file, spec, [list(range(spec["shards"]))])
-    halves = gradient_seconds(data_file, spec, [list(range(half)),
-                                                list(range(half, spec["shards"]))])
-    return whole / max(halves)
+    lockstep = gradient_seconds(data_file, spec, blocks, lockstep=True)
+    return whole / max(free), whole / max(lockstep)
 
 
 def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -204,7 +237,7 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
     runs: dict[str, dict[str, list[float]]] = {
         label: {"in_process": [], "training": [], "1": [], "2": []} for label in specs}
     ranks: dict[str, dict[int, int | None]] = {label: {} for label in specs}
-    ceilings: list[float] = []
+    ceilings: dict[str, list[float]] = {"free": [], "lockstep": []}
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         data_file = Path(tmp) / "reference.npz"
         content = to_npz({"X": data.X, "y": data.y})
@@ -215,7 +248,9 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
             for service in services.values():
                 service.start(admin, content, REFERENCE_SPEC)
             for round_ in range(repeats):
-                ceilings.append(two_core_ceiling(data_file, REFERENCE_SPEC))
+                free, lockstep = two_core_ceilings(data_file, REFERENCE_SPEC)
+                ceilings["free"].append(free)
+                ceilings["lockstep"].append(lockstep)
                 for label, spec in specs.items():
                     whole, training = in_process_seconds(data_file, spec)
                     runs[label]["in_process"].append(whole)
@@ -231,14 +266,20 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
             for service in services.values():
                 service.stop(admin)
             admin.dispose()
-    print(f"two processes side by side computed the gradients {np.median(ceilings):.2f}x as "
-          f"fast as one (median; {min(ceilings):.2f}x-{max(ceilings):.2f}x)", flush=True)
-    return [result for label in specs
-            for result in _results(label, runs[label], ranks[label], rows, quick, ceilings)]
+    for mode, values in ceilings.items():
+        print(f"two processes side by side ({mode}) computed the gradients "
+              f"{np.median(values):.2f}x as fast as one (median; {min(values):.2f}x-"
+              f"{max(values):.2f}x)", flush=True)
+    # Steps in lockstep bound exact averaging; local SGD's ranks meet once a round.
+    return [result for label, spec in specs.items()
+            for result in _results(label, runs[label], ranks[label], rows, quick,
+                                   ceilings if spec.get("sync_every", 1) == 1
+                                   else {"free": ceilings["free"]})]
 
 
 def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | None],
-             rows: int, quick: bool, ceilings: list[float]) -> list[dict[str, Any]]:
+             rows: int, quick: bool, ceilings: dict[str, list[float]]
+             ) -> list[dict[str, Any]]:
     median = {name: float(np.median(values)) for name, values in runs.items()}
     whole, training = median["in_process"], median["training"]
     print(f"{label} in one process: {whole:.3f} s ({training:.3f} s training)", flush=True)
@@ -260,9 +301,11 @@ def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | No
             extra["speedup_per_round"] = [round(one / two, 3) for one, two in
                                           zip(runs["1"], runs["2"], strict=True)]
             # What the machine allowed in each round: two processes' bare gradients against
-            # one process's (``two_core_ceiling``).
-            extra["two_core_ceiling"] = float(np.median(ceilings))
-            extra["two_core_ceiling_per_round"] = [round(c, 3) for c in ceilings]
+            # one process's (``two_core_ceilings``), running free and in lockstep.
+            for mode, values in ceilings.items():
+                key = CEILING_KEYS[mode]
+                extra[key] = float(np.median(values))
+                extra[f"{key}_per_round"] = [round(c, 3) for c in values]
             print(f"{label}: 2 workers {median['1'] / wall:.2f}x one worker", flush=True)
         results.append({
             "config": f"{label}-{workers}-workers", "threads": 1, "metric": "wall_s",

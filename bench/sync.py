@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -53,11 +54,15 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 # --- shardtrain's exchange ------------------------------------------------------------------
 
-def _echo_rank(boxes: Mailboxes, rank: int) -> None:
+def _echo_rank(boxes: Mailboxes, rank: int, started: Barrier) -> None:
     """A rank that answers at once with a zero partial sum for its one shard: each PARAMS, and
     in a pair the REPLICA and then every SUMS (which starts the next round); the leader's
-    assignment says whether its link is TCP or Redis mailboxes."""
+    assignment says whether its link is TCP or Redis mailboxes. It joins once every rank has
+    started (the ``started`` barrier), as the idle workers' rank tasks join within moments of
+    each other: processes spawned one by one on a busy machine start too far apart for the
+    leader, which would go on without the late ones."""
     plane = RedisDataPlane.from_url(DATA_PLANE_URL)
+    started.wait(60)
     join(plane, boxes, rank)
     assignment = await_assignment(plane, boxes, rank, 30.0)
     assert assignment is not None
@@ -82,7 +87,8 @@ def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str
     mailboxes (what it replaced)."""
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_echo_rank, args=(boxes, rank))
+    started = context.Barrier(ranks - 1)
+    children = [context.Process(target=_echo_rank, args=(boxes, rank, started))
                 for rank in range(1, ranks)]
     for child in children:
         child.start()
