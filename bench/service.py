@@ -59,7 +59,6 @@ REFERENCE_SPEC: dict[str, Any] = {
 # The same job with local SGD: each rank steps its shards alone for rounds of 4 steps.
 LOCAL_SGD_SPEC: dict[str, Any] = {**REFERENCE_SPEC, "name": "reference-local-sgd",
                                   "sync_every": 4}
-CEILING_KEYS = {"free": "two_core_ceiling", "lockstep": "lockstep_ceiling"}
 PEERS_WALL_S = {"ray_train_warm": 13.7, "torch_ddp_2x1": 3.9, "torch_1_thread": 1.41}
 
 
@@ -237,7 +236,8 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
     runs: dict[str, dict[str, list[float]]] = {
         label: {"in_process": [], "training": [], "1": [], "2": []} for label in specs}
     ranks: dict[str, dict[int, int | None]] = {label: {} for label in specs}
-    ceilings: dict[str, list[float]] = {"free": [], "lockstep": []}
+    # By their names in the report: two processes running free, and in lockstep.
+    ceilings: dict[str, list[float]] = {"two_core_ceiling": [], "lockstep_ceiling": []}
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         data_file = Path(tmp) / "reference.npz"
         content = to_npz({"X": data.X, "y": data.y})
@@ -249,8 +249,8 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
                 service.start(admin, content, REFERENCE_SPEC)
             for round_ in range(repeats):
                 free, lockstep = two_core_ceilings(data_file, REFERENCE_SPEC)
-                ceilings["free"].append(free)
-                ceilings["lockstep"].append(lockstep)
+                ceilings["two_core_ceiling"].append(free)
+                ceilings["lockstep_ceiling"].append(lockstep)
                 for label, spec in specs.items():
                     whole, training = in_process_seconds(data_file, spec)
                     runs[label]["in_process"].append(whole)
@@ -266,15 +266,15 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
             for service in services.values():
                 service.stop(admin)
             admin.dispose()
-    for mode, values in ceilings.items():
-        print(f"two processes side by side ({mode}) computed the gradients "
+    for key, values in ceilings.items():
+        print(f"two processes side by side ({key}) computed the gradients "
               f"{np.median(values):.2f}x as fast as one (median; {min(values):.2f}x-"
               f"{max(values):.2f}x)", flush=True)
     # Steps in lockstep bound exact averaging; local SGD's ranks meet once a round.
     return [result for label, spec in specs.items()
             for result in _results(label, runs[label], ranks[label], rows, quick,
                                    ceilings if spec.get("sync_every", 1) == 1
-                                   else {"free": ceilings["free"]})]
+                                   else {"two_core_ceiling": ceilings["two_core_ceiling"]})]
 
 
 def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | None],
@@ -302,8 +302,7 @@ def _results(label: str, runs: dict[str, list[float]], ranks: dict[int, int | No
                                           zip(runs["1"], runs["2"], strict=True)]
             # What the machine allowed in each round: two processes' bare gradients against
             # one process's (``two_core_ceilings``), running free and in lockstep.
-            for mode, values in ceilings.items():
-                key = CEILING_KEYS[mode]
+            for key, values in ceilings.items():
                 extra[key] = float(np.median(values))
                 extra[f"{key}_per_round"] = [round(c, 3) for c in values]
             print(f"{label}: 2 workers {median['1'] / wall:.2f}x one worker", flush=True)
