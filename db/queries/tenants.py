@@ -12,6 +12,11 @@ from db.base import utc_now
 from db.models import ApiToken, Tenant
 from db.queries.dml import affected_rows, insert_for
 
+# Tokens go on command lines (``shardtrain token revoke TOKEN``), and one in 64 of
+# ``token_urlsafe``'s begin with "-", which a parser takes for an option: with the prefix none
+# does, and a token found in a log or a repository says what it is.
+TOKEN_PREFIX = "st_"
+
 
 def hash_token(token: str) -> str:
     # A single SHA-256 suffices: tokens carry 256 random bits, so unlike passwords they cannot
@@ -28,7 +33,7 @@ def create_tenant(session: Session, *, name: str) -> Tenant:
 
 def issue_token(session: Session, *, tenant: Tenant) -> str:
     """A new bearer token for ``tenant``; only its digest is stored, so show it once."""
-    token = secrets.token_urlsafe(32)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(tenant_id=tenant.id, token_hash=hash_token(token)))
     session.flush()
     return token
