@@ -132,7 +132,7 @@ def test_downsample_needs_room_for_first_and_last() -> None:
 
 
 def test_latest_metrics_of_several_jobs_at_once(
-    session: Session, add_job: Callable[..., Job]
+    session: Session, add_job: Callable[..., Job], engine: Engine
 ) -> None:
     job, other, silent = add_job(), add_job(), add_job()
     rows = [
@@ -141,7 +141,18 @@ def test_latest_metrics_of_several_jobs_at_once(
     ]
     upsert_metrics(session, job_id=job.id, rows=rows)
     upsert_metrics(session, job_id=other.id, rows=[(1, 0, 2.0, None, None)])
-    latest = latest_metrics(session, job_ids=[job.id, other.id, silent.id])
+    session.flush()
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        latest = latest_metrics(session, job_ids=[job.id, other.id, silent.id])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(statements) == 1  # one query for the whole page of jobs
     assert set(latest) == {job.id, other.id}  # a job without metrics has no entry
     assert latest[job.id] == LatestMetrics(
         step=12, epoch=2, train_loss=1.0 / 12, val_loss=0.05, val_accuracy=1.0
