@@ -147,8 +147,8 @@ def _latest_statement() -> Select[str, int, int, float | None, float | None, flo
     )
 
 
-# Built once: constructing it takes about 1 ms of Python, ten times what PostgreSQL takes to
-# run it, on every job read, page of runs and event-stream tick.
+# Built once: constructing it takes about 1 ms of Python, twice what running it takes, and it
+# runs on every job read, page of runs and event-stream tick.
 _LATEST = _latest_statement()
 
 

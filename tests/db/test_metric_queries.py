@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -19,6 +20,22 @@ from db.queries.metrics import (
     read_metrics,
     upsert_metrics,
 )
+
+
+@contextmanager
+def statements_run(engine: Engine) -> Iterator[list[tuple[str, bool]]]:
+    """The statements run on ``engine`` inside the block: their SQL, and whether each is an
+    executemany."""
+    statements: list[tuple[str, bool]] = []
+
+    def record(*args: Any) -> None:
+        statements.append((args[2], args[5]))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_a_replayed_batch_neither_duplicates_nor_loses_a_step(
@@ -47,16 +64,8 @@ def test_a_batch_is_one_statement_even_with_validation_values_on_some_rows(
 ) -> None:
     job = add_job()
     rows = [(s, 0, 1.0, 0.5 if s % 10 == 9 else math.nan, None) for s in range(50)]
-    statements: list[tuple[str, bool]] = []
-
-    def record(*args: Any) -> None:
-        statements.append((args[2], args[5]))  # the SQL, and whether it is an executemany
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_run(engine) as statements:
         upsert_metrics(session, job_id=job.id, rows=rows)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert len(statements) == 1 and "INSERT INTO metrics" in statements[0][0]
     # On PostgreSQL never a list of parameter sets: psycopg pipelines those, and a leader
     # frozen inside a pipeline keeps its session active with the rows locked.
@@ -141,17 +150,9 @@ def test_latest_metrics_of_several_jobs_at_once(
     ]
     upsert_metrics(session, job_id=job.id, rows=rows)
     upsert_metrics(session, job_id=other.id, rows=[(1, 0, 2.0, None, None)])
-    session.flush()
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    session.flush()  # nothing left for an autoflush to write while the statements are counted
+    with statements_run(engine) as statements:
         latest = latest_metrics(session, job_ids=[job.id, other.id, silent.id])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert len(statements) == 1  # one query for the whole page of jobs
     assert set(latest) == {job.id, other.id}  # a job without metrics has no entry
     assert latest[job.id] == LatestMetrics(
