@@ -174,7 +174,7 @@ def two_core_ceilings(data_file: Path, spec: dict[str, Any]) -> tuple[float, flo
 def job_wall_seconds(cluster: Cluster, spec: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     job = cluster.client.submit(spec)
     # Polled as often as the project's client waits: a read of the job costs the API about
-    # 10 ms of CPU, which with both cores training is taken from a rank.
+    # 6 ms of CPU, which with both cores training is taken from a rank.
     done = cluster.wait_job(job["id"], timeout=600, poll_s=WAIT_POLL_S)
     assert done["status"] == "succeeded", done
     timings = done["timings"]
