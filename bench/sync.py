@@ -97,7 +97,7 @@ def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str
     team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0,
                         None if transport == "redis" else "127.0.0.1", 30.0,
                         shared_dir=Settings().shared_memory_dir if transport == "shared" else None,
-                        slot_bytes=slot_bytes_for(params))
+                        slot_bytes=slot_bytes_for(params.nbytes))
     remote = RemoteRanks(team, ranks, params, 30.0, local_sgd=False)
     remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
     optimizers = [SGD(PARAMS_COUNT, np.dtype(np.float32))]  # no state to replicate

@@ -51,6 +51,11 @@ class Network:
     def n_params(self) -> int:
         return sum(fi * fo + fo for (fi, fo), _ in self.shapes)
 
+    @property
+    def param_bytes(self) -> int:
+        """The bytes of one parameter (or gradient) vector."""
+        return self.n_params * self.dtype.itemsize
+
     def empty(self) -> np.ndarray:
         return np.zeros(self.n_params, dtype=self.dtype)
 

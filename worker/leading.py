@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 
 from core.network import Network
 from core.optimizers import make_optimizer, state_arrays
@@ -14,7 +17,7 @@ from worker.dataplane import data_plane
 from worker.links import local_address
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
-from worker.ranks import Mailboxes, RemoteRanks, gather_ranks, slot_bytes_for
+from worker.ranks import Mailboxes, RemoteRanks, Team, gather_ranks, slot_bytes_for
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: 
             optimizer = make_optimizer(spec.optimizer, net.n_params, net.dtype)
             state_bytes = sum(a.nbytes for a in state_arrays(optimizer))
         wanted = choose_ranks(sizes=net.sizes, batch_size=spec.batch_size,
-                              param_bytes=net.n_params * net.dtype.itemsize, limit=wanted,
+                              param_bytes=net.param_bytes, limit=wanted,
                               sync_every=spec.sync_every, shards=spec.shards,
                               shard_state_bytes=state_bytes)
     if wanted > 1:
@@ -64,26 +67,63 @@ def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: 
     return wanted
 
 
-def gather(job_id: str, attempt: int, wanted: int, trainer: Trainer,
-           settings: Settings) -> RemoteRanks | None:
-    """Attach to ``trainer`` the ranks that join within ``rank_join_s`` of the ``wanted``
-    (the leader included); None when it runs alone."""
-    if wanted == 1:
-        return None
+class Gathering:
+    """The ranks of an attempt joining and linking (``gather_ranks``) on a thread of their
+    own, while the leader loads its data and builds its trainer: the ranks link in the time
+    the leader prepares instead of after it. ``attach`` hands those that joined to the
+    trainer; leaving the block closes the links of any that were never attached (a leader
+    that ends before training, on bad data or an outage, lets its ranks go at once)."""
+
+    def __init__(self, job_id: str, attempt: int, wanted: int, spec: TrainSpec,
+                 net: Network, settings: Settings) -> None:
+        self._job_id, self._wanted, self._settings = job_id, wanted, settings
+        self._team: Future[Team] | None = None
+        self._attached = False
+        if wanted == 1:
+            return
+        pool = ThreadPoolExecutor(max_workers=1,
+                                  thread_name_prefix=f"shardtrain-gather-{job_id[:8]}")
+        # In the job's logging context, which a new thread does not inherit.
+        self._team = pool.submit(copy_context().run, _gather_team, job_id, attempt, wanted,
+                                 spec, net, settings)
+        pool.shutdown(wait=False)  # the thread ends with its one task; ``_team`` is waited on
+
+    def attach(self, trainer: Trainer) -> RemoteRanks | None:
+        """The exchange of ``trainer`` with the ranks that joined (the caller sets it as
+        ``trainer.remote``); None when the leader runs alone. Waits for the gathering."""
+        if self._team is None:
+            return None
+        team = self._team.result()
+        self._attached = True
+        log.info("job %s: %d of %d ranks joined", self._job_id, 1 + len(team.members),
+                 self._wanted)
+        if not team.members:
+            return None
+        return RemoteRanks(team, trainer.spec.shards, trainer.params,
+                           self._settings.rank_timeout_s, self._job_id, local_sgd=trainer.local)
+
+    def __enter__(self) -> Gathering:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._team is None or self._attached:
+            return
+        with contextlib.suppress(Exception):  # the reason the leader stopped is raised instead
+            for link in self._team.result().links.values():
+                link.close()
+
+
+def _gather_team(job_id: str, attempt: int, wanted: int, spec: TrainSpec, net: Network,
+                 settings: Settings) -> Team:
     plane = data_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
     # Ranks in other processes link to this one over TCP, at the address it has on the way
     # to Redis; without Redis they are threads here and link through memory.
     listen_on = local_address(settings.redis_url) if settings.redis_url else None
-    team = gather_ranks(plane, boxes, wanted - 1, trainer.spec.shards, settings.rank_join_s,
-                        listen_on, settings.rank_timeout_s,
-                        shared_dir=settings.shared_memory_dir,
-                        slot_bytes=slot_bytes_for(trainer.params))
-    plane.drop(boxes.leader)
-    log.info("job %s: %d of %d ranks joined", job_id, 1 + len(team.members), wanted)
-    if not team.members:
-        return None
-    remote = RemoteRanks(team, trainer.spec.shards, trainer.params, settings.rank_timeout_s,
-                         job_id, local_sgd=trainer.local)
-    trainer.remote = remote
-    return remote
+    try:
+        return gather_ranks(plane, boxes, wanted - 1, spec.shards, settings.rank_join_s,
+                            listen_on, settings.rank_timeout_s,
+                            shared_dir=settings.shared_memory_dir,
+                            slot_bytes=slot_bytes_for(net.param_bytes))
+    finally:
+        plane.drop(boxes.leader)

@@ -97,11 +97,11 @@ class Team:
     links: dict[int, Link]
 
 
-def slot_bytes_for(params: np.ndarray) -> int:
+def slot_bytes_for(param_bytes: int) -> int:
     """Shared slots that hold a step's message: the parameters, or one or two partial sums,
     and the header. Larger ones (a replica with Adam's moments, local SGD's optimizer states)
     travel over TCP."""
-    return 2 * params.nbytes + (1 << 16)
+    return 2 * param_bytes + (1 << 16)
 
 
 def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, window: float,

@@ -32,7 +32,7 @@ from db.queries.checkpoints import latest_checkpoint
 from db.queries.leases import claim_job, holds_lease, release_job
 from db.settings import Settings, get_settings
 from worker import records
-from worker.leading import TRAIN_JOB, RankLauncher, gather, launch_ranks
+from worker.leading import TRAIN_JOB, Gathering, RankLauncher, launch_ranks
 from worker.loading import load_input, planned_network
 from worker.ranks import RemoteRanks
 from worker.records import LeaseLost, Progress, fresh_job, owned
@@ -89,16 +89,17 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
         return claimed
     attempt, spec, net, cap = claimed
     try:
-        # The ranks start (join, load their data) while this leader builds its own trainer;
-        # the claim is committed first, so that they find this attempt.
+        # The ranks start (join, load their data) and link to this leader while it builds
+        # its own trainer; the claim is committed first, so that they find this attempt.
         wanted = launch_ranks(job_id, attempt, spec, net, cap, settings, launch)
-        with session_scope(factory) as session:
-            started = _prepare(session, job_id, attempt)
-        if isinstance(started, str):
-            return started
-        trainer, progress, initial = started
-        return _lead(job_id, attempt, trainer, progress, initial, wanted, factory, settings,
-                     requeue or requeue_by_name)
+        with Gathering(job_id, attempt, wanted, spec, net, settings) as gathering:
+            with session_scope(factory) as session:
+                started = _prepare(session, job_id, attempt)
+            if isinstance(started, str):
+                return started
+            trainer, progress, initial = started
+            return _lead(job_id, attempt, trainer, progress, initial, gathering, factory,
+                         settings, requeue or requeue_by_name)
     except DBAPIError as exc:
         if not _outage(exc):
             raise
@@ -173,8 +174,8 @@ def _prepare(session: Session, job_id: str, attempt: int
 
 
 def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
-          initial: bytes | None, wanted: int, factory: SessionFactory, settings: Settings,
-          requeue: Requeue) -> str:
+          initial: bytes | None, gathering: Gathering, factory: SessionFactory,
+          settings: Settings, requeue: Requeue) -> str:
     remote: RemoteRanks | None = None
 
     def ranks() -> int:
@@ -183,13 +184,13 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
     try:
         # Leaving waits for the write in flight: none outlives the attempt that made it.
         with Writer(job_id) as writer:
-            # Checkpoint step 0 is written while the ranks link (or the first steps run),
+            # Checkpoint step 0 is written while the last ranks link (or the first steps run),
             # not in the loop's way; a job that dies before it is written starts afresh
             # from the same seed.
             if initial is not None:
                 writer.submit(partial(records.save_initial, factory, job_id, attempt,
                                       initial))
-            remote = gather(job_id, attempt, wanted, trainer, settings)
+            remote = gathering.attach(trainer)
             if remote is not None:
                 trainer.remote = TimedRounds(remote)
             log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,

@@ -65,7 +65,7 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, shared_dir:
         threads[-1].start()
     leader = Trainer(spec, X, Y)
     team = gather_ranks(plane, boxes, ranks - 1, spec.shards, 5.0, listen_on, 5.0,
-                        shared_dir=shared_dir, slot_bytes=slot_bytes_for(leader.params))
+                        shared_dir=shared_dir, slot_bytes=slot_bytes_for(leader.params.nbytes))
     assert len(team.members) == ranks - 1
     if listen_on is not None:  # TCP links, through shared slots when given a directory
         assert {isinstance(link, SocketLink) and link.shared

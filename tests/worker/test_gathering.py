@@ -1,0 +1,73 @@
+"""A leader's ranks join and link while it prepares (``worker.leading.Gathering``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from core.spec import TrainSpec
+from core.training import Trainer
+from db.settings import Settings
+from tests.utils.data import blobs
+from worker.dataplane import data_plane
+from worker.leading import Gathering
+from worker.links import LinkClosed
+from worker.ranks import Mailboxes, await_assignment, join
+
+SPEC = TrainSpec.from_dict({"model": {"hidden": [8]}, "epochs": 1, "batch_size": 16,
+                            "shards": 4, "seed": 3})
+# Shorter than the leader's preparation below: before the gathering ran beside it, a rank
+# gave up waiting for its shards while the leader was still loading.
+RANK_WAIT_S = 0.3
+
+
+def _settings() -> Settings:
+    return Settings(redis_url=None, rank_join_s=2.0, rank_timeout_s=5.0)
+
+
+def _trainer() -> Trainer:
+    return Trainer(SPEC, *blobs(n=160, seed=1, dtype=np.float32))
+
+
+def test_a_rank_is_given_its_shards_while_the_leader_prepares() -> None:
+    job_id, settings, trainer = uuid.uuid4().hex, _settings(), _trainer()
+    boxes, plane = Mailboxes(job_id, 1), data_plane(None)
+    assigned: list[list[int]] = []
+
+    def rank() -> None:
+        join(plane, boxes, 1)
+        assignment = await_assignment(plane, boxes, 1, RANK_WAIT_S)
+        if assignment is not None:
+            assigned.append(assignment[0])
+            assignment[1].close()
+
+    thread = threading.Thread(target=rank)
+    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings) as gathering:
+        thread.start()
+        time.sleep(2 * RANK_WAIT_S)  # the leader loads its data and builds its trainer
+        thread.join(5)
+        remote = gathering.attach(trainer)
+        assert remote is not None and remote.members == {1: [2, 3]}
+        remote.close()
+    assert assigned == [[2, 3]]
+
+
+def test_a_leader_that_stops_before_training_lets_its_ranks_go() -> None:
+    job_id, settings, trainer = uuid.uuid4().hex, _settings(), _trainer()
+    boxes, plane = Mailboxes(job_id, 1), data_plane(None)
+    join(plane, boxes, 1)
+    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings):
+        assignment = await_assignment(plane, boxes, 1, 5.0)
+        assert assignment is not None
+        # The leader fails (bad data, say) and never attaches its ranks.
+    with pytest.raises(LinkClosed):
+        assignment[1].receive(1.0)
+
+
+def test_a_leader_alone_gathers_nothing() -> None:
+    with Gathering(uuid.uuid4().hex, 1, 1, SPEC, _trainer().job.net, _settings()) as gathering:
+        assert gathering.attach(_trainer()) is None
