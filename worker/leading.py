@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,9 +107,16 @@ class Gathering:
     def __exit__(self, *_: object) -> None:
         if self._team is None or self._attached:
             return
-        with contextlib.suppress(Exception):  # the reason the leader stopped is raised instead
-            for link in self._team.result().links.values():
-                link.close()
+        # Not waited for: a rank that joined but never links (it could not load the data
+        # that stopped this leader too) would hold the leader for rank_timeout_s.
+        self._team.add_done_callback(_close_links)
+
+
+def _close_links(team: Future[Team]) -> None:
+    """The links of a gathering that was never attached; a failed one has none."""
+    if team.exception() is None:
+        for link in team.result().links.values():
+            link.close()
 
 
 def _gather_team(job_id: str, attempt: int, wanted: int, spec: TrainSpec, net: Network,

@@ -13,6 +13,7 @@ from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
 from tests.utils.data import blobs
+from tests.utils.services import redis_url
 from worker.dataplane import data_plane
 from worker.leading import Gathering
 from worker.links import LinkClosed
@@ -66,6 +67,19 @@ def test_a_leader_that_stops_before_training_lets_its_ranks_go() -> None:
         # The leader fails (bad data, say) and never attaches its ranks.
     with pytest.raises(LinkClosed):
         assignment[1].receive(1.0)
+
+
+@pytest.mark.services
+def test_a_leader_that_stops_does_not_wait_for_a_rank_that_never_links() -> None:
+    # Over Redis, where a joined rank is waited for on a TCP listener for rank_timeout_s.
+    url = redis_url()
+    job_id, trainer = uuid.uuid4().hex, _trainer()
+    settings = Settings(redis_url=url, rank_join_s=2.0, rank_timeout_s=10.0)
+    join(data_plane(url), Mailboxes(job_id, 1), 1)  # and then fails, never linking
+    started = time.monotonic()
+    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings):
+        time.sleep(RANK_WAIT_S)  # the join has been read and answered
+    assert time.monotonic() - started < settings.rank_timeout_s / 2
 
 
 def test_a_leader_alone_gathers_nothing() -> None:
