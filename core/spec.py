@@ -60,11 +60,18 @@ def _number(name: str, value: object, *, low: float, high: float = math.inf,
         raise SpecError(name, f"must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
 
 
-def _integer(name: str, value: object, *, low: int) -> None:
+# The largest count (epochs, rows, widths) a spec may give: numpy's index arithmetic takes it
+# on every platform, and no job comes near it.
+MAX_COUNT = 2**31 - 1
+
+
+def _integer(name: str, value: object, *, low: int, high: int | None = MAX_COUNT) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(name, f"must be an integer, got {value!r}")
     if value < low:
         raise SpecError(name, f"must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise SpecError(name, f"must be at most {high}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ class TrainSpec:
             )
         _integer("epochs", self.epochs, low=1)
         _integer("batch_size", self.batch_size, low=1)
-        _integer("seed", self.seed, low=0)
+        _integer("seed", self.seed, low=0, high=None)  # any size seeds numpy's generators
         _number("validation_fraction", self.validation_fraction, low=0.0, high=0.9)
         _integer("shards", self.shards, low=1)
         if self.batch_size < self.shards:

@@ -7,10 +7,18 @@ the very tasks a ``celery worker`` process runs.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from worker.app import celery_app
+
+
+def _announce_ready(consumer: Any) -> None:
+    # As a `celery worker` process does (a bare WorkController does not), so that what starts
+    # with a worker starts here too: the watchdog that fails or re-sends stalled jobs.
+    worker_ready.send(sender=consumer)
 
 
 class EmbeddedWorker:
@@ -19,7 +27,8 @@ class EmbeddedWorker:
         # there are no other workers to talk to in one process.
         self._controller = app.WorkController(
             pool_cls="solo", concurrency=concurrency, without_heartbeat=True,
-            without_mingle=True, without_gossip=True, loglevel="WARNING")
+            without_mingle=True, without_gossip=True, loglevel="WARNING",
+            ready_callback=_announce_ready)
         self._thread = threading.Thread(target=self._controller.start, name="shardtrain-worker",
                                         daemon=True)
 

@@ -107,9 +107,21 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             raise DatabaseUnavailable(attempt) from exc
     except LeaseLost:
         pass
+    except Exception as exc:
+        # A fault of the service's own (the loop records its own the same way): retrying
+        # would meet it again, so the job fails now instead of staying "running".
+        log.exception("job %s failed before training", job_id)
+        return _fail_internal(factory, job_id, attempt, exc)
     # Only the handlers above come here (the block returns): another attempt holds the job.
     log.warning("attempt %d lost the lease of job %s; stopping", attempt, job_id)
     return "superseded"
+
+
+def _fail_internal(factory: SessionFactory, job_id: str, attempt: int, exc: Exception) -> str:
+    with session_scope(factory) as session:
+        job = owned(session, job_id, attempt)
+        job.mark_failed("internal", f"{type(exc).__name__}: {exc}")
+        return job.status
 
 
 def _superseded(factory: SessionFactory, job_id: str, attempt: int) -> bool:
@@ -148,6 +160,10 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
         spec, net = planned_network(session, job)
     except (InvalidDataError, SpecError, ValueError) as exc:
         job.mark_failed("invalid_data", str(exc))
+        return job.status
+    except Exception as exc:  # as in run_job: a fault that a retry would meet again
+        log.exception("job %s could not be planned", job_id)
+        job.mark_failed("internal", f"{type(exc).__name__}: {exc}")
         return job.status
     return attempt, spec, net, job.spec.get("max_workers", "auto")
 
@@ -256,10 +272,7 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writ
             raise  # an outage is retried and resumes from the last checkpoint
         log.exception("job %s failed", job_id)
         writer.wait()
-        with session_scope(factory) as session:
-            owned(session, job_id, attempt).mark_failed(
-                "internal", f"{type(exc).__name__}: {exc}")
-        return "failed"
+        return _fail_internal(factory, job_id, attempt, exc)
     writer.wait()
     seconds = time.monotonic() - start
     return records.finish(factory, job_id, attempt, trainer,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
-from core.spec import TrainSpec
+from core.spec import MAX_COUNT, TrainSpec
 from db.models import Job, JobStatus
 from db.queries.metrics import LatestMetrics
 
@@ -29,7 +37,7 @@ class JobCreate(TrainSpec):
     dataset: str = Field(min_length=1, max_length=64, description="Id of one of your datasets.")
     name: str = Field(default="job", min_length=1, max_length=200)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
-    max_workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+    max_workers: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)] = Field(
         default="auto", description="Most ranks to run the job on; auto: what is free."
     )
     init: str | None = Field(
@@ -37,9 +45,25 @@ class JobCreate(TrainSpec):
         description="Id of an earlier job of yours whose final weights start this one.",
     )
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _types_as_sent(cls, data: Any, handler: ModelWrapValidatorHandler[JobCreate]
+                       ) -> JobCreate:
+        """Once pydantic has accepted the body (naming every field it refuses), the core's
+        checks run again on the numeric fields as the client sent them: pydantic turns "0.1"
+        into a number and true into 1 before ``__post_init__`` sees them."""
+        spec = handler(data)
+        if isinstance(data, dict):
+            TrainSpec.from_dict({key: value for key, value in data.items()
+                                 if key in _NUMERIC_FIELDS})
+        return spec
+
     def normalized(self) -> dict[str, Any]:
         """Every field, defaults filled in: what is stored as the job's spec."""
         return self.to_dict()
+
+
+_NUMERIC_FIELDS = frozenset(field.name for field in fields(TrainSpec))
 
 
 class Progress(BaseModel):

@@ -67,6 +67,18 @@ def test_a_job_is_stored_with_its_whole_spec_then_enqueued(
     ({"batch_size": 1, "shards": 2}, ["body", "batch_size"]),
     ({"validation_fraction": 0.95}, ["body", "validation_fraction"]),
     ({"max_workers": 0}, ["body", "max_workers"]),
+    # Past what numpy's index arithmetic takes: refused here, not a worker's crash later.
+    ({"batch_size": 10**20}, ["body", "batch_size"]),
+    ({"epochs": 2**31}, ["body", "epochs"]),
+    ({"model": {"hidden": [2**40]}}, ["body", "model", "hidden", 0]),
+    # A wrong JSON type is refused as sent, not converted.
+    ({"epochs": True}, ["body", "epochs"]),
+    ({"epochs": "3"}, ["body", "epochs"]),
+    ({"epochs": 2.0}, ["body", "epochs"]),
+    ({"optimizer": {"name": "sgd", "lr": "0.1"}}, ["body", "optimizer", "lr"]),
+    ({"model": {"hidden": [True]}}, ["body", "model", "hidden", 0]),
+    ({"max_workers": True}, ["body", "max_workers"]),
+    ({"max_workers": "4"}, ["body", "max_workers"]),
     ({"tags": {"a:b": "c"}}, ["body", "tags", "a:b"]),
     ({"tenant": "globex"}, ["body", "tenant"]),  # fields a client must not set: unknown
     ({"status": "succeeded"}, ["body", "status"]),

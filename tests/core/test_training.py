@@ -147,12 +147,20 @@ def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() ->
     ({"validation_fraction": 1.0}, "validation_fraction"),
     ({"learning_rate": 0.1}, "learning_rate"),
     ({"model": {"depth": 3}}, "model.depth"),
+    ({"batch_size": 2**63}, "batch_size"),
+    ({"sync_every": 2**31}, "sync_every"),
 ])
 def test_bad_specs_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(SpecError) as info:
         TrainSpec.from_dict(change)
     assert info.value.field == field
     assert str(info.value).startswith(field)
+
+
+def test_a_seed_of_any_size_is_taken() -> None:
+    X, y = blobs(n=40, seed=0)
+    spec = TrainSpec.from_dict({"seed": 2**70, "epochs": 1, "batch_size": 8})
+    assert Trainer(spec, X, y).run().steps == 4
 
 
 @pytest.mark.parametrize(("X", "y", "message"), [

@@ -27,8 +27,9 @@ def _clear_process_settings() -> None:
 
 
 @contextmanager
-def local_service(data_dir: Path) -> Iterator[LocalService]:
-    """The service of ``SHARDTRAIN_DATA_DIR=data_dir`` on a free port, until the block ends.
+def local_service(data_dir: Path, **settings: str) -> Iterator[LocalService]:
+    """The service of ``SHARDTRAIN_DATA_DIR=data_dir`` on a free port, until the block ends;
+    ``settings`` are more of its settings, by name (``stall_timeout_s="1"``).
 
     The worker thread reads the process's settings (as a worker process would), so the
     environment is set for the block's duration and the cached settings and engine follow it.
@@ -41,6 +42,8 @@ def local_service(data_dir: Path) -> Iterator[LocalService]:
         # Small write batches: a short job's steps reach the database (and the events) in
         # several flushes, as a long job's do.
         env.setenv("SHARDTRAIN_METRICS_FLUSH_STEPS", "10")
+        for name, value in settings.items():
+            env.setenv(f"SHARDTRAIN_{name.upper()}", value)
         _clear_process_settings()
         try:
             with LocalService() as service:

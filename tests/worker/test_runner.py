@@ -21,7 +21,7 @@ from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker import records
+from worker import records, runner
 from worker.runner import DatabaseUnavailable, run_job
 
 SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
@@ -217,6 +217,26 @@ def test_unusable_data_fails_as_invalid_data(factory: SessionFactory, settings: 
         job = session.get(Job, job_id)
         assert job is not None and job.error_type == "invalid_data"
         assert "no-such-job" in (job.error_message or "")
+
+
+@pytest.mark.parametrize("where", ["planning", "preparing"])
+def test_a_fault_before_training_fails_the_job_instead_of_leaving_it_running(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
+    """Not a ValueError, so not bad data: a fault of the service's own, which a retry would
+    meet again."""
+    def overflow(*_: Any, **__: Any) -> None:
+        raise OverflowError("Python int too large to convert to C long")
+
+    monkeypatch.setattr(runner, "planned_network" if where == "planning" else "load_input",
+                        overflow)
+    job_id = _submit(factory, SPEC)
+    assert run_job(job_id, factory=factory, settings=settings) == "failed"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "failed" and job.error_type == "internal"
+        assert job.error_message == "OverflowError: Python int too large to convert to C long"
+        assert job.finished_at is not None
 
 
 def test_init_starts_from_an_earlier_jobs_final_weights(factory: SessionFactory,
