@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache, partial
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.model_cache import ModelCache
 from api.queue import broker_reachable, enqueue_job
+from db.base import MAX_INTEGER
 from db.engine import SessionFactory, make_engine, make_session_factory, session_scope
 from db.models import Job, Tenant
 from db.queries.jobs import get_job
@@ -135,3 +136,7 @@ def get_streamed_job(job_id: str, session: RouteSessionDep, credentials: Credent
 
 
 StreamedJob = Annotated[Job, Depends(get_streamed_job)]
+
+
+SinceStep = Annotated[int | None, Query(ge=0, le=MAX_INTEGER,
+                                        description="Only the steps after it")]

@@ -21,6 +21,11 @@ NAMING_CONVENTION = {
 }
 
 
+MAX_INTEGER = 2**63 - 1
+"""The largest integer a column stores (SQLite's, and PostgreSQL's bigint): a larger step or
+count in a query is refused, not passed to the driver, which cannot bind it."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse
 
-from api.deps import SessionsDep, StreamedJob
+from api.deps import SessionsDep, SinceStep, StreamedJob
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB
 from api.services.errors import InvalidInput
 from api.services.events import job_events
+from db.base import MAX_INTEGER
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"],
                    responses={**AUTHENTICATED, **NO_SUCH_JOB})
@@ -25,7 +26,7 @@ SEND_TIMEOUT_S = 30
 def _resume_after(since_step: int | None, last_event_id: str | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return since_step
-    if not last_event_id.strip().isdigit():
+    if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_INTEGER:
         raise http_error(InvalidInput(("header", "Last-Event-ID"),
                                       f"Last-Event-ID {last_event_id!r} is not a step number"))
     return int(last_event_id)
@@ -41,7 +42,7 @@ def _resume_after(since_step: int | None, last_event_id: str | None) -> int | No
 async def events(
     job: StreamedJob,
     sessions: SessionsDep,
-    since_step: Annotated[int | None, Query(ge=0, description="Only the steps after it")] = None,
+    since_step: SinceStep = None,
     last_event_id: Annotated[str | None, Header(
         description="Sent by a reconnecting client: the id (step) of the last event it got; "
         "wins over since_step")] = None,

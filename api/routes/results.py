@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import ModelCacheDep, SessionDep, TenantJob
+from api.deps import ModelCacheDep, SessionDep, SinceStep, TenantJob
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.metrics import MetricsPublic
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["results"],
 def history(
     job: TenantJob,
     session: SessionDep,
-    since_step: Annotated[int | None, Query(ge=0, description="Only the steps after it")] = None,
+    since_step: SinceStep = None,
     max_points: Annotated[int | None, Query(
         ge=2, le=100_000,
         description="Downsample to at most this many steps, keeping the first, the last "

@@ -35,7 +35,10 @@ def weights_npz(*, session: Session, job: Job, checkpoint: str) -> tuple[bytes, 
         if found is None:
             raise NotFound(f"job {job.id} has no checkpoint yet (it is {job.status})")
     else:
-        found = get_checkpoint(session, job_id=job.id, step=step)
+        # Beyond the job's steps there is none, and the database could not even bind a
+        # number past its integers.
+        found = (get_checkpoint(session, job_id=job.id, step=step)
+                 if step <= job.total_steps else None)
         if found is None:
             raise NotFound(f"job {job.id} has no checkpoint at step {step}; step 0 and "
                            "the latest checkpoints are kept")

@@ -18,7 +18,7 @@ from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.queries.metrics import MetricColumns, read_metrics, upsert_metrics
 from db.settings import Settings
-from tests.utils.api import SPEC
+from tests.utils.api import SPEC, refusal
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
 from worker.runner import run_job
@@ -74,8 +74,11 @@ def test_last_event_id_resumes_after_that_step_and_wins_over_since_step(
     resumed = _events(client, f"{path}?since_step=2", {**auth, "Last-Event-ID": "17"})
     assert _steps(resumed) == list(range(18, TOTAL_STEPS + 1))
     assert resumed[-1].final
-    refused = client.get(path, headers={**auth, "Last-Event-ID": "step-3"})
-    assert refused.status_code == 422 and "Last-Event-ID" in refused.text
+    for bad in ("step-3", str(2**63)):
+        refused = client.get(path, headers={**auth, "Last-Event-ID": bad})
+        assert refused.status_code == 422 and "Last-Event-ID" in refused.text
+    loc, _ = refusal(client.get(path, params={"since_step": 2**63}, headers=auth))
+    assert loc == ["query", "since_step"]
 
 
 def test_a_long_history_is_read_in_bounded_batches(

@@ -131,6 +131,9 @@ def test_metrics_are_columnar_incremental_and_downsampled(
     assert {1, 50, 100} <= set(small["step"]) and small["step"] == sorted(small["step"])
     loc, _ = refusal(client.get(url, params={"max_points": 1}, headers=auth))
     assert loc == ["query", "max_points"]
+    # Past what the database can bind: refused, not a server error.
+    loc, _ = refusal(client.get(url, params={"since_step": 10**30}, headers=auth))
+    assert loc == ["query", "since_step"]
 
 
 def test_runs_are_filtered_ordered_and_paged(

@@ -89,6 +89,9 @@ def test_every_checkpoint_downloads_as_weights(
                                     params={"checkpoint": "5"}, headers=auth), 404)
     assert "no checkpoint at step 5" in message
     _, message = refusal(client.get(f"/v1/jobs/{job_id}/weights",
+                                    params={"checkpoint": str(10**30)}, headers=auth), 404)
+    assert f"no checkpoint at step {10**30}" in message
+    _, message = refusal(client.get(f"/v1/jobs/{job_id}/weights",
                                     params={"checkpoint": "best"}, headers=auth), 404)
     assert "no best weights" in message
     loc, _ = refusal(client.get(f"/v1/jobs/{job_id}/weights",
