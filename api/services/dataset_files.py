@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import warnings
 import zipfile
 from pathlib import PurePath
@@ -61,12 +62,14 @@ def _read_npz(content: bytes, max_expanded_bytes: int) -> tuple[np.ndarray, np.n
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             expanded = sum(info.file_size for info in archive.infolist())
+            if expanded > max_expanded_bytes:
+                raise InvalidDataError(f"the .npz expands to {expanded} bytes, more than the "
+                                       f"{max_expanded_bytes} allowed")
+            for info in archive.infolist():
+                _check_declared_size(archive, info)
     except zipfile.BadZipFile as error:
         raise InvalidDataError("the body is not an .npz file (a zip of .npy arrays X and y); "
                                "send CSV as text/csv and JSON as application/json") from error
-    if expanded > max_expanded_bytes:
-        raise InvalidDataError(f"the .npz expands to {expanded} bytes, more than the "
-                               f"{max_expanded_bytes} allowed")
     try:
         with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             missing = [name for name in ("X", "y") if name not in npz.files]
@@ -77,6 +80,27 @@ def _read_npz(content: bytes, max_expanded_bytes: int) -> tuple[np.ndarray, np.n
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         # Object arrays (pickles) land here too: allow_pickle=False refuses them.
         raise InvalidDataError(f"cannot read the .npz: {error}") from error
+
+
+def _check_declared_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Refuse an array whose header declares more data than its member holds: numpy would
+    allocate the declared size before finding out (petabytes, for a forged header)."""
+    if not info.filename.endswith(".npy"):
+        return
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(member)
+            header_bytes = member.tell()
+    except (ValueError, OSError, EOFError) as error:
+        raise InvalidDataError(f"cannot read the .npz: {info.filename}: {error}") from error
+    declared = math.prod(shape) * dtype.itemsize
+    if not dtype.hasobject and declared > info.file_size - header_bytes:
+        raise InvalidDataError(
+            f"cannot read the .npz: {info.filename} declares shape {shape} of {dtype} "
+            f"({declared} bytes) but holds {info.file_size - header_bytes} bytes")
 
 
 def _text(content: bytes) -> str:
@@ -135,6 +159,8 @@ def _read_json(content: bytes) -> tuple[np.ndarray, np.ndarray]:
         document = json.loads(_text(content))
     except json.JSONDecodeError as error:
         raise InvalidDataError(f"the body is not JSON ({error}); expected {JSON_SHAPE}") from error
+    except RecursionError as error:
+        raise InvalidDataError(f"the JSON nests too deep for {JSON_SHAPE}") from error
     if not isinstance(document, dict) or set(document) != {"X", "y"}:
         raise InvalidDataError(f"a JSON upload is an object {JSON_SHAPE}, nothing else")
     return _json_array(document["X"], "X"), _json_array(document["y"], "y")
