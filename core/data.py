@@ -46,6 +46,21 @@ def check_arrays(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+def in_dtype(name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` as a contiguous array of ``dtype``, refusing any that it cannot hold (float64
+    data past float32's largest value would train on infinities)."""
+    with np.errstate(over="ignore"):  # the values that overflow are looked for below
+        cast = np.ascontiguousarray(values, dtype=dtype)
+    if values.dtype.kind == "f" and values.dtype.itemsize > cast.dtype.itemsize:
+        limit = np.finfo(cast.dtype).max
+        if values.max() > limit or values.min() < -limit:
+            row = int(np.argwhere(np.abs(values) > limit)[0][0])
+            raise InvalidDataError(
+                f"{name} holds values beyond {cast.dtype}'s range of +-{limit:.4g} (first at "
+                f"row {row}): train with dtype float64, or scale the data")
+    return cast
+
+
 def infer_task(y: np.ndarray) -> Literal["classification", "regression"]:
     """Integer, boolean or string labels are classes; floats are regression targets."""
     return "classification" if y.dtype.kind in "biuUS" else "regression"
@@ -92,7 +107,7 @@ class TargetEncoding:
     def encode(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """(n, n_out) targets in the model's dtype."""
         if self.classes is None:
-            return np.asarray(y, dtype=dtype).reshape(len(y), self.n_out)
+            return in_dtype("y", np.asarray(y), dtype).reshape(len(y), self.n_out)
         idx = self.label_index(y)
         if self.n_out == 1:
             return idx.astype(dtype).reshape(-1, 1)

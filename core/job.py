@@ -19,6 +19,7 @@ from core.data import (
     TargetEncoding,
     check_arrays,
     holdout,
+    in_dtype,
     shard_bounds,
     shard_order,
 )
@@ -69,7 +70,7 @@ class JobData:
                 f"{spec.shards} shards")
         return cls(
             spec=spec, net=net, encoding=encoding,
-            X=np.ascontiguousarray(X, dtype=net.dtype), Y=Y,
+            X=in_dtype("X", X, net.dtype), Y=Y,
             train_idx=train_idx, val_idx=val_idx,
             bounds=shard_bounds(len(train_idx), spec.shards),
             plan=StepPlan.build(len(train_idx), spec.batch_size, spec.shards),

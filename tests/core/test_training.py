@@ -172,10 +172,23 @@ def test_a_seed_of_any_size_is_taken() -> None:
     (np.ones((4, 2)), np.array([0.0, np.inf, 1.0, 2.0]), "NaN or Inf"),
     (np.ones((4, 2)), np.zeros(4, dtype=int), "single class"),
     (np.ones((4, 2)), np.array([0.5, 1.0, 2.0, 3.0]), "cross_entropy needs class labels"),
+    # Finite in float64, infinite once cast to the default float32.
+    (np.array([[1.0, 2.0], [3.0, -1e300], [1.0, 2.0], [1e39, 0.0]]), np.array([0, 1, 0, 1]),
+     r"X holds values beyond float32's range .* \(first at row 1\): train with dtype float64"),
 ])
 def test_bad_data_is_named(X: np.ndarray, y: np.ndarray, message: str) -> None:
     with pytest.raises(InvalidDataError, match=message):
         Trainer(TrainSpec(batch_size=2, validation_fraction=0.0), X, y)
+
+
+def test_regression_targets_beyond_float32_are_named_and_float64_takes_them() -> None:
+    X, y = regression(n=20, features=3, outputs=1)
+    y = y.astype(np.float64)
+    y[5] = 1e39
+    spec = {"epochs": 1, "batch_size": 4, "loss": "mse", "model": {"output": "linear"}}
+    with pytest.raises(InvalidDataError, match=r"y holds values beyond float32's range .* row 5"):
+        Trainer(TrainSpec.from_dict(spec), X, y)
+    Trainer(TrainSpec.from_dict({**spec, "dtype": "float64"}), X, y)
 
 
 def test_finite_data_whose_sum_overflows_is_accepted() -> None:
