@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -132,7 +133,15 @@ def runs(
         out = Console(width=PIPED_WIDTH)
     out.print(table)
     if page["next_cursor"]:
-        notes.print(f"more: --cursor {page['next_cursor']}")
+        # The whole command, filters and order included: a cursor is valid with them only.
+        given = [("--status", status), ("--name", name), *(("--tag", t) for t in tag or []),
+                 ("--dataset", dataset), ("--created-after", created_after),
+                 ("--created-before", created_before), ("--order", order),
+                 ("--limit", str(limit)), ("--cursor", page["next_cursor"])]
+        command = ["shardtrain", "runs", *(part for flag, value in given if value is not None
+                                           for part in (flag, value))]
+        notes.print(f"more: {shlex.join(command)}", soft_wrap=True, markup=False,
+                    highlight=False)
 
 
 def cancel(

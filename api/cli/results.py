@@ -85,7 +85,10 @@ def weights(
     """Download a job's weights: an .npz of W1, b1, W2, b2, ... and its spec."""
     with connect(url, token) as client:
         data = client.weights_npz(job_id, checkpoint)
-    out.write_bytes(data)
+    try:
+        out.write_bytes(data)
+    except OSError as error:
+        raise fail(f"cannot write {out}: {error.strerror or error}") from error
     typer.echo(f"wrote {checkpoint} weights of {job_id} to {out} ({len(data)} bytes)")
 
 

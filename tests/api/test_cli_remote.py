@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,20 @@ def test_submit_with_data_and_wait_then_query_the_run(
     assert shardtrain("weights", job_id, "-o", weights).exit_code == 0
     with np.load(weights) as npz:
         assert npz["W1"].shape == (4, 8) and "spec" in npz.files
+    nowhere = shardtrain("weights", job_id, "-o", tmp_path / "no-such-dir" / "w.npz")
+    assert nowhere.exit_code == 1
+    assert nowhere.stderr.startswith("error: cannot write ") and "Traceback" not in nowhere.output
+
+    # A page's hint is the whole command for the next one: the order and filters go with it.
+    again = shardtrain("submit", spec_file, "--data", data_csv, "--target", "species", "--wait")
+    assert again.exit_code == 0, again.output
+    first = shardtrain("runs", "--tag", "via:cli", "--order", "final_val_loss", "--limit", "1")
+    hint = first.stderr.strip().splitlines()[-1]
+    assert hint.startswith("more: shardtrain runs --tag via:cli --order final_val_loss ")
+    following = shardtrain(*shlex.split(hint.removeprefix("more: "))[1:])
+    assert following.exit_code == 0, following.output
+    ids = [out.stdout.splitlines()[1].split()[0] for out in (first, following)]
+    assert ids[0] != ids[1]
 
     predicted = shardtrain("predict", job_id, data_csv, "--target", "species")
     assert predicted.exit_code == 0, predicted.output
