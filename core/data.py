@@ -86,7 +86,8 @@ class TargetEncoding:
                 raise InvalidDataError(f"class labels must be 1-D, got shape {y.shape}")
             classes = np.unique(y)
             if len(classes) < 2:
-                raise InvalidDataError(f"y holds a single class ({classes[0]!r}): nothing to learn")
+                raise InvalidDataError(
+                    f"y holds a single class ({classes[0].item()!r}): nothing to learn")
             n_out = 1 if (output == "sigmoid" and len(classes) == 2) else len(classes)
             return cls(task, classes, n_out)
         if loss == "cross_entropy":

@@ -55,6 +55,9 @@ def _number(name: str, value: object, *, low: float, high: float = math.inf,
         raise SpecError(name, f"must be finite, got {value!r}")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
+    if too_low and math.isinf(high):
+        raise SpecError(name, f"must be {'above' if low_open else 'at least'} {low:g}, "
+                              f"got {value!r}")
     if too_low or too_high:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
         raise SpecError(name, f"must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,10 @@ def load_spec(path: Path) -> tuple[TrainSpec, dict[str, Any]]:
 
 
 def load_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if path.is_file() and not zipfile.is_zipfile(path):
+        # np.load would take it for a pickle and say so.
+        raise fail(f"{path} is not an .npz file (a zip of .npy arrays "
+                   f"{', '.join(names)}); the service's upload reads CSV and JSON too", 2)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -123,6 +123,8 @@ def _read_csv(content: bytes, target: str | None) -> tuple[np.ndarray, np.ndarra
     label_column = header.index(target)
     if len(header) == 1:
         raise InvalidDataError("the CSV has no feature columns besides the target")
+    if not any(line.strip() for line in text.splitlines()[1:]):
+        raise InvalidDataError("the CSV has a header and no data rows")
     # comments=None: '#' may be part of a label. Reading every column (the label one as 0)
     # makes loadtxt refuse rows whose column count differs from the others.
     options: dict[str, Any] = {"delimiter": ",", "skiprows": 1, "quotechar": '"',
@@ -161,8 +163,15 @@ def _read_json(content: bytes) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidDataError(f"the body is not JSON ({error}); expected {JSON_SHAPE}") from error
     except RecursionError as error:
         raise InvalidDataError(f"the JSON nests too deep for {JSON_SHAPE}") from error
-    if not isinstance(document, dict) or set(document) != {"X", "y"}:
-        raise InvalidDataError(f"a JSON upload is an object {JSON_SHAPE}, nothing else")
+    if not isinstance(document, dict):
+        raise InvalidDataError(f"a JSON upload is an object {JSON_SHAPE}, not a "
+                               f"{type(document).__name__}")
+    missing, extra = sorted({"X", "y"} - set(document)), sorted(set(document) - {"X", "y"})
+    if missing or extra:
+        raise InvalidDataError(
+            f"a JSON upload is an object {JSON_SHAPE}: "
+            + "; ".join([*([f"it lacks {', '.join(missing)}"] if missing else []),
+                         *([f"{', '.join(map(repr, extra))} not expected"] if extra else [])]))
     return _json_array(document["X"], "X"), _json_array(document["y"], "y")
 
 

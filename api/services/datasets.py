@@ -49,7 +49,8 @@ class CanonicalData:
                 raise InvalidDataError(f"class labels must be one per row, got y of shape "
                                        f"{y.shape}; floats would be regression targets")
             if len(np.unique(y)) < 2:
-                raise InvalidDataError(f"y holds a single class ({y[0]!r}): nothing to learn")
+                raise InvalidDataError(
+                    f"y holds a single class ({y[0].item()!r}): nothing to learn")
         return cls(X, np.ascontiguousarray(y))
 
     @property

@@ -65,4 +65,9 @@ def test_bad_spec_and_data_exit_2_naming_the_problem(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(spec_file), "--data", str(data), "--out", str(out)])
     assert result.exit_code == 2
     assert "lacks the arrays y" in result.stderr
+    table = tmp_path / "data.csv"
+    table.write_text("f0,f1,label\n1,2,0\n")
+    result = runner.invoke(app, ["train", str(spec_file), "--data", str(table), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "data.csv is not an .npz file" in result.stderr and "pickle" not in result.stderr
     assert not out.exists()

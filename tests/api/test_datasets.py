@@ -181,7 +181,15 @@ def test_unreadable_uploads_are_refused(client: TestClient, auth: dict[str, str]
     assert "lacks the arrays y" in message
     _, message = refusal(client.post("/v1/datasets", content=to_npz({"X": X, "y": y * 0}),
                                      headers=npz))
-    assert "single class" in message
+    assert "single class (0)" in message
+    json_body = {**auth, "Content-Type": "application/json"}
+    _, message = refusal(client.post("/v1/datasets", content=b'{"X": [[1], [2]], "Y": [0, 1]}',
+                                     headers=json_body))
+    assert "it lacks y; 'Y' not expected" in message
+    _, message = refusal(client.post("/v1/datasets", params={"target": "label"},
+                                     content=b"f0,f1,label\n",
+                                     headers={**auth, "Content-Type": "text/csv"}))
+    assert "header and no data rows" in message
     _, message = refusal(client.post("/v1/datasets", content=b"a,b",
                                      headers={**auth, "Content-Type": "text/plain"}), 415)
     assert "text/csv" in message

@@ -157,6 +157,13 @@ def test_bad_specs_name_the_field(change: dict, field: str) -> None:
     assert str(info.value).startswith(field)
 
 
+def test_a_bound_only_below_is_said_so() -> None:
+    with pytest.raises(SpecError, match=r"optimizer.lr: must be above 0, got -0.1"):
+        TrainSpec.from_dict({"optimizer": {"lr": -0.1}})
+    with pytest.raises(SpecError, match=r"l2: must be at least 0, got -1"):
+        TrainSpec.from_dict({"l2": -1})
+
+
 def test_a_seed_of_any_size_is_taken() -> None:
     X, y = blobs(n=40, seed=0)
     spec = TrainSpec.from_dict({"seed": 2**70, "epochs": 1, "batch_size": 8})
