@@ -125,6 +125,13 @@ class OptimizerSpec:
         _number("optimizer.eps", self.eps, low=0.0, low_open=True)
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise SpecError("optimizer.nesterov", "needs sgd with a momentum above 0")
+        # A setting of the other optimizer would be ignored without a word.
+        if self.name == "adam" and self.momentum != 0:
+            raise SpecError("optimizer.momentum", "is sgd's; adam's first moment is beta1")
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in ("beta1", "beta2", "eps"):
+            if self.name == "sgd" and getattr(self, name) != defaults[name]:
+                raise SpecError(f"optimizer.{name}", "is adam's; sgd has none")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli.output import fail
 from db.engine import session_scope
 from db.migrate import upgrade
 from db.queries.tenants import create_tenant, issue_token, revoke_token
@@ -18,6 +19,9 @@ def create(
     tenant: Annotated[str, typer.Option(help="Tenant name; created if it does not exist.")],
 ) -> None:
     """Print a new token of TENANT (only its digest is stored: keep it now)."""
+    if not tenant.strip() or tenant != tenant.strip():
+        raise fail(f"--tenant {tenant!r}: a tenant name is not empty and has no surrounding "
+                   "spaces", 2)
     # Idempotent: a no-op on a database that is already at the latest revision.
     upgrade()
     with session_scope() as session:

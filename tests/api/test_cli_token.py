@@ -59,3 +59,10 @@ def test_token_revoke(database_url: str) -> None:
     assert runner.invoke(app, ["token", "revoke", token]).exit_code == 0
     again = runner.invoke(app, ["token", "revoke", token])
     assert again.exit_code == 1 and "unknown or already revoked" in again.output
+
+
+def test_a_tenant_name_is_not_blank(database_url: str) -> None:
+    for name in ("", "  ", " acme"):
+        result = runner.invoke(app, ["token", "create", "--tenant", name])
+        assert result.exit_code == 2 and "a tenant name is not empty" in result.stderr
+        assert result.stdout == ""

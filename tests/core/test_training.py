@@ -141,6 +141,9 @@ def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() ->
     ({"optimizer": {"lr": -0.1}}, "optimizer.lr"),
     ({"optimizer": {"lr": float("nan")}}, "optimizer.lr"),
     ({"optimizer": {"nesterov": True}}, "optimizer.nesterov"),
+    # The other optimizer's settings, which would be ignored.
+    ({"optimizer": {"name": "adam", "momentum": 0.9}}, "optimizer.momentum"),
+    ({"optimizer": {"name": "sgd", "beta2": 0.99}}, "optimizer.beta2"),
     ({"model": {"hidden": [4, 0]}}, "model.hidden[1]"),
     ({"model": {"activation": "swish"}}, "model.activation"),
     ({"dtype": "float16"}, "dtype"),
