@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.backprop import Workspace
-from core.data import InvalidDataError, TargetEncoding
+from core.data import InvalidDataError, TargetEncoding, in_dtype
 from core.network import Network
 from core.npz import from_npz, to_npz
 from core.spec import TrainSpec
@@ -43,6 +43,7 @@ class Model:
             raise InvalidDataError(f"X must have shape (rows, {n_in}), got {X.shape}")
         if X.dtype.kind not in "biuf" or not np.all(np.isfinite(X)):
             raise InvalidDataError("X must hold finite numbers")
+        X = in_dtype("X", X, self.net.dtype)
         outputs = np.empty((X.shape[0], self.net.sizes[-1]), dtype=self.net.dtype)
         ws = Workspace(self.net, max(1, min(PREDICT_CHUNK, X.shape[0])))
         weights, biases = self.net.views(self.params)

@@ -63,9 +63,9 @@ def _number(name: str, value: object, *, low: float, high: float = math.inf,
         raise SpecError(name, f"must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
 
 
-# The largest count (epochs, rows, widths) a spec may give: numpy's index arithmetic takes it
-# on every platform, and no job comes near it.
-MAX_COUNT = 2**31 - 1
+# The largest count (epochs, rows, widths) a spec may give: the batch plan's int64 arrays hold
+# it, where a larger one crashed the worker that planned the job.
+MAX_COUNT = 2**63 - 1
 
 
 def _integer(name: str, value: object, *, low: int, high: int | None = MAX_COUNT) -> None:
@@ -125,7 +125,10 @@ class OptimizerSpec:
         _number("optimizer.eps", self.eps, low=0.0, low_open=True)
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise SpecError("optimizer.nesterov", "needs sgd with a momentum above 0")
-        # A setting of the other optimizer would be ignored without a word.
+
+    def check_all_used(self) -> None:
+        """Refuse a setting of the other optimizer, which would be ignored without a word. For
+        new specs only: stored ones, accepted before this check, must still load."""
         if self.name == "adam" and self.momentum != 0:
             raise SpecError("optimizer.momentum", "is sgd's; adam's first moment is beta1")
         defaults = {f.name: f.default for f in fields(self)}

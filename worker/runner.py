@@ -107,21 +107,14 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
             raise DatabaseUnavailable(attempt) from exc
     except LeaseLost:
         pass
-    except Exception as exc:
-        # A fault of the service's own (the loop records its own the same way): retrying
-        # would meet it again, so the job fails now instead of staying "running".
-        log.exception("job %s failed before training", job_id)
-        return _fail_internal(factory, job_id, attempt, exc)
     # Only the handlers above come here (the block returns): another attempt holds the job.
     log.warning("attempt %d lost the lease of job %s; stopping", attempt, job_id)
     return "superseded"
 
 
-def _fail_internal(factory: SessionFactory, job_id: str, attempt: int, exc: Exception) -> str:
-    with session_scope(factory) as session:
-        job = owned(session, job_id, attempt)
-        job.mark_failed("internal", f"{type(exc).__name__}: {exc}")
-        return job.status
+def _internal(exc: Exception) -> str:
+    """The error message of a job failed by a fault of the service's own (``internal``)."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _superseded(factory: SessionFactory, job_id: str, attempt: int) -> bool:
@@ -161,9 +154,13 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
     except (InvalidDataError, SpecError, ValueError) as exc:
         job.mark_failed("invalid_data", str(exc))
         return job.status
-    except Exception as exc:  # as in run_job: a fault that a retry would meet again
+    except DBAPIError:
+        raise  # an outage: retried by the caller
+    except Exception as exc:
+        # A fault of the service's own, which a retry would meet again: the job fails now
+        # instead of staying queued (or running) until the watchdog gives up on it.
         log.exception("job %s could not be planned", job_id)
-        job.mark_failed("internal", f"{type(exc).__name__}: {exc}")
+        job.mark_failed("internal", _internal(exc))
         return job.status
     return attempt, spec, net, job.spec.get("max_workers", "auto")
 
@@ -180,6 +177,12 @@ def _prepare(session: Session, job_id: str, attempt: int
                           checked=True, targets=data.targets)
     except (InvalidDataError, SpecError, ValueError) as exc:
         job.mark_failed("invalid_data", str(exc))
+        return job.status
+    except DBAPIError:
+        raise
+    except Exception as exc:  # as in _claim
+        log.exception("job %s could not be loaded", job_id)
+        job.mark_failed("internal", _internal(exc))
         return job.status
     progress = Progress(best_val_loss=job.best_val_loss, best_step=job.best_step)
     checkpoint = latest_checkpoint(session, job_id=job_id)
@@ -272,7 +275,9 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writ
             raise  # an outage is retried and resumes from the last checkpoint
         log.exception("job %s failed", job_id)
         writer.wait()
-        return _fail_internal(factory, job_id, attempt, exc)
+        with session_scope(factory) as session:
+            owned(session, job_id, attempt).mark_failed("internal", _internal(exc))
+        return "failed"
     writer.wait()
     seconds = time.monotonic() - start
     return records.finish(factory, job_id, attempt, trainer,

@@ -133,11 +133,12 @@ def runs(
         out = Console(width=PIPED_WIDTH)
     out.print(table)
     if page["next_cursor"]:
-        # The whole command, filters and order included: a cursor is valid with them only.
+        # The whole command, filters and order included (a cursor is valid with them only);
+        # not the token, which is a secret.
         given = [("--status", status), ("--name", name), *(("--tag", t) for t in tag or []),
                  ("--dataset", dataset), ("--created-after", created_after),
                  ("--created-before", created_before), ("--order", order),
-                 ("--limit", str(limit)), ("--cursor", page["next_cursor"])]
+                 ("--limit", str(limit)), ("--url", url), ("--cursor", page["next_cursor"])]
         command = ["shardtrain", "runs", *(part for flag, value in given if value is not None
                                            for part in (flag, value))]
         notes.print(f"more: {shlex.join(command)}", soft_wrap=True, markup=False,

@@ -33,7 +33,9 @@ def load_spec(path: Path) -> tuple[TrainSpec, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise fail(f"spec {path} must hold a JSON object", 2)
     try:
-        return TrainSpec.from_dict({k: v for k, v in raw.items() if k not in SERVICE_FIELDS}), raw
+        spec = TrainSpec.from_dict({k: v for k, v in raw.items() if k not in SERVICE_FIELDS})
+        spec.optimizer.check_all_used()
+        return spec, raw
     except SpecError as exc:
         raise fail(f"invalid spec {path}: {exc}", 2) from exc
     except TypeError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header
@@ -23,10 +24,11 @@ PING_S = 15
 SEND_TIMEOUT_S = 30
 
 
-def _resume_after(since_step: int | None, last_event_id: str | None) -> int | None:
+def resume_after(since_step: int | None, last_event_id: str | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return since_step
-    if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_INTEGER:
+    # ASCII digits only: str.isdigit takes "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]+", last_event_id.strip()) or int(last_event_id) > MAX_INTEGER:
         raise http_error(InvalidInput(("header", "Last-Event-ID"),
                                       f"Last-Event-ID {last_event_id!r} is not a step number"))
     return int(last_event_id)
@@ -50,6 +52,6 @@ async def events(
     """Progress until the job ends: ``status`` events (the whole job) when the stream opens,
     when the job changes and when it ends; a ``progress`` event (``id`` = step) for every
     recorded step, in order. Reconnecting with ``Last-Event-ID`` misses no step."""
-    after = _resume_after(since_step, last_event_id)
+    after = resume_after(since_step, last_event_id)
     return EventSourceResponse(job_events(factory=sessions, job_id=job.id, after=after),
                                ping=PING_S, send_timeout=SEND_TIMEOUT_S)

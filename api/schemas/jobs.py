@@ -50,12 +50,14 @@ class JobCreate(TrainSpec):
     def _types_as_sent(cls, data: Any, handler: ModelWrapValidatorHandler[JobCreate]
                        ) -> JobCreate:
         """Once pydantic has accepted the body (naming every field it refuses), the core's
-        checks run again on the numeric fields as the client sent them: pydantic turns "0.1"
-        into a number and true into 1 before ``__post_init__`` sees them."""
+        checks run again on the numeric fields as the client sent them (pydantic turns "0.1"
+        into a number and true into 1 before ``__post_init__`` sees them), and those that
+        only new specs must pass."""
         spec = handler(data)
         if isinstance(data, dict):
             TrainSpec.from_dict({key: value for key, value in data.items()
                                  if key in _NUMERIC_FIELDS})
+        spec.optimizer.check_all_used()
         return spec
 
     def normalized(self) -> dict[str, Any]:

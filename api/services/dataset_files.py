@@ -85,16 +85,19 @@ def _read_npz(content: bytes, max_expanded_bytes: int) -> tuple[np.ndarray, np.n
 def _check_declared_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     """Refuse an array whose header declares more data than its member holds: numpy would
     allocate the declared size before finding out (petabytes, for a forged header)."""
-    if not info.filename.endswith(".npy"):
-        return
+    readers = {(1, 0): np.lib.format.read_array_header_1_0,
+               (2, 0): np.lib.format.read_array_header_2_0}
     try:
+        # Every member: np.load reads "X" as it reads "X.npy".
         with archive.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(member)
+            if member.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                return  # not an array: np.load refuses it if it is X or y
+            version = (ord(member.read(1)), ord(member.read(1)))
+            if version not in readers:
+                return  # np.load checks what it reads of it as it goes
+            shape, _, dtype = readers[version](member)
             header_bytes = member.tell()
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, TypeError) as error:
         raise InvalidDataError(f"cannot read the .npz: {info.filename}: {error}") from error
     declared = math.prod(shape) * dtype.itemsize
     if not dtype.hasobject and declared > info.file_size - header_bytes:

@@ -7,11 +7,13 @@ from typing import Any
 
 import anyio
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from api.cli.local import LocalService
 from api.client import Client, Event, parse_sse
+from api.routes.events import resume_after
 from api.services import events as event_service
 from core.npz import to_npz
 from db.engine import SessionFactory, session_scope
@@ -155,3 +157,11 @@ def test_the_client_follows_a_live_job_and_resumes_without_gaps(live: LocalServi
     assert first + _steps(rest) == list(range(1, total + 1))
     assert rest[-1].final and rest[-1].data["status"] == "succeeded"
 
+
+
+def test_a_last_event_id_of_other_digits_is_refused() -> None:
+    """Starlette reads header bytes as latin-1: b"\\xb2" arrives as "²", which str.isdigit
+    takes and int() does not."""
+    with pytest.raises(HTTPException) as info:
+        resume_after(None, "\u00b2")
+    assert info.value.status_code == 422

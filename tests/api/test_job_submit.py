@@ -69,8 +69,10 @@ def test_a_job_is_stored_with_its_whole_spec_then_enqueued(
     ({"max_workers": 0}, ["body", "max_workers"]),
     # Past what numpy's index arithmetic takes: refused here, not a worker's crash later.
     ({"batch_size": 10**20}, ["body", "batch_size"]),
-    ({"epochs": 2**31}, ["body", "epochs"]),
-    ({"model": {"hidden": [2**40]}}, ["body", "model", "hidden", 0]),
+    ({"epochs": 2**63}, ["body", "epochs"]),
+    ({"model": {"hidden": [2**63]}}, ["body", "model", "hidden", 0]),
+    # The other optimizer's setting, which would be ignored.
+    ({"optimizer": {"name": "adam", "momentum": 0.9}}, ["body", "optimizer", "momentum"]),
     # A wrong JSON type is refused as sent, not converted.
     ({"epochs": True}, ["body", "epochs"]),
     ({"epochs": "3"}, ["body", "epochs"]),

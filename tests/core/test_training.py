@@ -128,6 +128,11 @@ def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() ->
     p /= p.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(p, model.predict(X).outputs, rtol=1e-5, atol=1e-6)
 
+    beyond = X.astype(np.float64)
+    beyond[4, 0] = -1e300  # an infinity in the float32 model, which a relu would hide
+    with pytest.raises(InvalidDataError, match=r"X holds values beyond float32's .* row 4"):
+        model.predict(beyond)
+
     warm = Trainer(spec, X, labels, init=arrays)
     np.testing.assert_array_equal(warm.params, trainer.params)
     with pytest.raises(ValueError, match="W1 have shape"):
@@ -141,9 +146,6 @@ def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() ->
     ({"optimizer": {"lr": -0.1}}, "optimizer.lr"),
     ({"optimizer": {"lr": float("nan")}}, "optimizer.lr"),
     ({"optimizer": {"nesterov": True}}, "optimizer.nesterov"),
-    # The other optimizer's settings, which would be ignored.
-    ({"optimizer": {"name": "adam", "momentum": 0.9}}, "optimizer.momentum"),
-    ({"optimizer": {"name": "sgd", "beta2": 0.99}}, "optimizer.beta2"),
     ({"model": {"hidden": [4, 0]}}, "model.hidden[1]"),
     ({"model": {"activation": "swish"}}, "model.activation"),
     ({"dtype": "float16"}, "dtype"),
@@ -151,13 +153,26 @@ def test_weights_npz_round_trip_predicts_the_same_and_initialises_a_new_run() ->
     ({"learning_rate": 0.1}, "learning_rate"),
     ({"model": {"depth": 3}}, "model.depth"),
     ({"batch_size": 2**63}, "batch_size"),
-    ({"sync_every": 2**31}, "sync_every"),
+    ({"sync_every": 2**63}, "sync_every"),
 ])
 def test_bad_specs_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(SpecError) as info:
         TrainSpec.from_dict(change)
     assert info.value.field == field
     assert str(info.value).startswith(field)
+
+
+@pytest.mark.parametrize(("optimizer", "field"), [
+    ({"name": "adam", "momentum": 0.9}, "optimizer.momentum"),
+    ({"name": "sgd", "beta2": 0.99}, "optimizer.beta2"),
+])
+def test_a_setting_of_the_other_optimizer_is_refused_in_new_specs_only(
+        optimizer: dict, field: str) -> None:
+    """A stored spec (weights, a job accepted before the check) must still load."""
+    spec = TrainSpec.from_dict({"optimizer": optimizer})
+    with pytest.raises(SpecError) as info:
+        spec.optimizer.check_all_used()
+    assert info.value.field == field
 
 
 def test_a_bound_only_below_is_said_so() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from core.model import Model
 from core.npz import from_npz
@@ -237,6 +238,23 @@ def test_a_fault_before_training_fails_the_job_instead_of_leaving_it_running(
         assert job is not None and job.status == "failed" and job.error_type == "internal"
         assert job.error_message == "OverflowError: Python int too large to convert to C long"
         assert job.finished_at is not None
+
+
+@pytest.mark.parametrize("where", ["planning", "preparing"])
+def test_an_outage_before_training_is_retried_not_failed(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        where: str) -> None:
+    def outage(*_: Any, **__: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(runner, "planned_network" if where == "planning" else "load_input",
+                        outage)
+    job_id = _submit(factory, SPEC)
+    with pytest.raises(DatabaseUnavailable):
+        run_job(job_id, factory=factory, settings=settings)
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status in ("queued", "running") and job.error_type is None
 
 
 def test_init_starts_from_an_earlier_jobs_final_weights(factory: SessionFactory,
