@@ -2,7 +2,9 @@
 
 Each worker (one job slot, as compose runs them) belongs to a Redis set while it runs none of
 our tasks: it enters when it is ready and after each task, and leaves when a task starts and
-when it shuts down. Reading the set is one round trip, where asking the workers through
+when it shuts down. A pool process killed mid-task (SIGKILL, the OOM killer) runs no
+``task_postrun``: the worker comes back when its new pool process starts. Reading the set is
+one round trip, where asking the workers through
 Celery's broadcast takes about a second on Redis. A worker killed while idle stays in the set
 until it restarts; a leader may then ask for a rank that nobody starts, which costs it the join
 window (``rank_join_s``) and nothing else.
@@ -15,7 +17,13 @@ from functools import lru_cache
 from typing import Any
 
 import redis
-from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from db.settings import get_settings
 
@@ -63,6 +71,13 @@ def _ours(task: Any) -> bool:
 @worker_ready.connect
 def _ready(sender: Any = None, **_: object) -> None:
     _update(True, getattr(sender, "hostname", None))
+
+
+@worker_process_init.connect
+def _pool_process_started(sender: Any = None, **_: object) -> None:
+    # The sender is the worker's hostname. A pool process starts before any task reaches it,
+    # so its worker is idle then (one job slot per worker).
+    _update(True, sender if isinstance(sender, str) else None)
 
 
 @worker_shutdown.connect

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from celery import Celery
 
 from api.client import Client
@@ -29,6 +30,7 @@ from tests.deploy.compose_commands import (
     service_environment,
 )
 from tests.e2e.processes import Process, Processes, wait_until
+from worker.presence import IDLE_WORKERS
 
 # Short joins and timeouts, so that a lost rank costs seconds; frequent metric writes, so that
 # a job's progress is visible while it runs; one BLAS thread per process, as the image sets.
@@ -190,6 +192,11 @@ class Cluster:
             replies = self.celery.control.ping(timeout=1.0, limit=self.workers,
                                                 connection=connection) or []
         return [name for reply in replies for name in reply]
+
+    def idle_set(self) -> set[str]:
+        """The workers that count themselves idle in Redis (what sizes a job's ranks)."""
+        with redis.Redis.from_url(self.backends.redis_url) as connection:
+            return {name.decode() for name in connection.smembers(IDLE_WORKERS)}
 
     def active(self) -> dict[str, list[dict[str, Any]]]:
         """Each answering worker's running tasks (``name``, ``args``, ``worker_pid``, ...)."""

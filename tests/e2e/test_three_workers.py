@@ -107,6 +107,9 @@ def test_a_killed_rank_is_dropped_and_the_job_still_succeeds(
     # The worker whose pool process was killed lives on.
     cluster.check_alive()
     assert len(cluster.ping()) == WORKERS
+    # ... and counts itself idle again, so that later jobs get all three ranks.
+    wait_until("every worker to count itself idle", lambda: cluster.idle_set() ==
+               set(cluster.ping()), 10.0, context=lambda: f"idle: {cluster.idle_set()}")
     print(f"\njob {job_id}: {job['progress']['total_steps']} steps on 3 ranks, one killed at "
           f"step {step_at_kill}; {seconds:.1f} s from submission to success "
           f"(running {job['timings']['running_s']:.1f} s)")

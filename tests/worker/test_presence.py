@@ -34,6 +34,16 @@ def test_workers_are_idle_between_our_tasks(client: fakeredis.FakeRedis) -> None
     assert presence.idle_workers() == 1
 
 
+def test_a_worker_whose_pool_process_was_killed_is_idle_again_when_it_restarts(
+        client: fakeredis.FakeRedis) -> None:
+    presence._ready(sender=SimpleNamespace(hostname="w1@host"))
+    presence._busy(task=_task("shardtrain.train_rank", "w1@host"))
+    # SIGKILLed mid-task: no task_postrun; the worker starts a new pool process.
+    assert presence.idle_workers() == 0
+    presence._pool_process_started(sender="w1@host")
+    assert client.smembers(presence.IDLE_WORKERS) == {b"w1@host"}
+
+
 def test_without_redis_the_count_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(presence, "_redis", lambda: None)
     presence._ready(sender=SimpleNamespace(hostname="w1@host"))
