@@ -17,7 +17,7 @@ from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.queries.checkpoints import prune_checkpoints, save_checkpoint, save_weights
 from db.queries.leases import holds_lease
-from db.queries.metrics import MetricRow, upsert_metrics
+from db.queries.metrics import MetricRow, drop_metrics_after, upsert_metrics
 
 # Checkpoints kept besides step 0 (the initial weights): the latest to resume from, and the one
 # before it in case the latest was being written when the worker died.
@@ -130,9 +130,11 @@ def flush(factory: SessionFactory, job_id: str, attempt: int, batch: Batch,
 def stop(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, batch: Batch,
          outcome: Callable[[Session, Job], None]) -> None:
     """Write ``batch`` and a checkpoint of the trainer's state, then ``outcome`` (cancelled,
-    failed, handed back) in the same transaction."""
+    failed, handed back) in the same transaction. The history ends at that checkpoint: an
+    attempt that died after recording later steps leaves none behind."""
     with session_scope(factory) as session:
         job = write(session, job_id, attempt, batch)
+        drop_metrics_after(session, job_id=job_id, step=trainer.step)
         checkpoint(session, job_id, trainer.step, trainer.state_bytes())
         outcome(session, job)
 

@@ -30,6 +30,7 @@ from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.queries.checkpoints import latest_checkpoint
 from db.queries.leases import claim_job, holds_lease, release_job
+from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings, get_settings
 from worker import records
 from worker.leading import TRAIN_JOB, Gathering, RankLauncher, launch_ranks
@@ -143,6 +144,7 @@ def _claim(session: Session, job_id: str, settings: Settings, lease: int | None
         if job.is_finished:
             return job.status  # a redelivered message for a job that has already ended
         if job.cancel_requested and job.status == "queued":
+            rewind_to_checkpoint(session, job)  # handed back by the watchdog, its leader dead
             job.mark_cancelled()
             return job.status
         # A duplicate delivery while a live leader holds the job (or it is being cancelled

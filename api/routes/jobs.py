@@ -126,10 +126,10 @@ def read_job(job: TenantJob, session: SessionDep) -> JobPublic:
              responses={**NO_SUCH_JOB,
                         409: {"description": "The job has already succeeded or failed"}})
 def cancel(job: TenantJob, session: SessionDep) -> JobPublic:
-    """A queued job is cancelled at once; a running one stops at its next step, keeping its
-    history and last checkpoint."""
+    """A queued job is cancelled at once, at its latest checkpoint; a running one stops at its
+    next step, keeping its history and last checkpoint."""
     try:
-        cancel_job(job=job)
+        cancel_job(session, job=job)
     except ServiceError as error:
         raise http_error(error) from error
     session.commit()

@@ -20,6 +20,7 @@ from db.models import Dataset, Job
 from db.queries.checkpoints import get_weights
 from db.queries.datasets import get_dataset
 from db.queries.jobs import IdempotencyConflict, count_queued, create_job, get_job
+from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings
 
 
@@ -119,9 +120,12 @@ def submit_job(*, session: Session, tenant_id: str, spec: JobCreate, settings: S
     return job, created
 
 
-def cancel_job(*, job: Job) -> None:
-    """Cancel a queued job at once, ask a running one to stop at its next step; cancelling a
-    cancelled job again changes nothing. Raises ``Conflict`` for a job that has ended."""
+def cancel_job(session: Session, *, job: Job) -> None:
+    """Cancel a queued job at once, at its latest checkpoint (one that ran before was handed
+    back there); ask a running one to stop at its next step; cancelling a cancelled job again
+    changes nothing. Raises ``Conflict`` for a job that has ended."""
     if job.status in ("succeeded", "failed"):
         raise Conflict(f"job {job.id} has already {job.status}; there is nothing to cancel")
+    if job.status == "queued":
+        rewind_to_checkpoint(session, job)
     job.request_cancel()

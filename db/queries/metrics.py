@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 import numpy as np
-from sqlalchemy import Float, Integer, Select, and_, bindparam, func, literal, select
+from sqlalchemy import Float, Integer, Select, and_, bindparam, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from db.base import finite_or_none
-from db.models import Job, Metric
+from db.models import Checkpoint, Job, Metric
 from db.queries.dml import insert_for
 
 MetricRow = tuple[int, int, float | None, float | None, float | None]
@@ -75,6 +75,24 @@ def upsert_metrics(session: Session, *, job_id: str, rows: Sequence[MetricRow]) 
     # no limit on bound parameters constrains. render_nulls: the ORM would otherwise leave out
     # None values and split the batch wherever the set of keys changes.
     session.execute(statement, parameters, execution_options={"render_nulls": True})
+
+
+def drop_metrics_after(session: Session, *, job_id: str, step: int) -> None:
+    """Forget the steps after ``step``: those an earlier attempt recorded past the checkpoint
+    that a job ended at (cancelled or failed after a crash), which its weights do not hold."""
+    session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > step))
+
+
+def rewind_to_checkpoint(session: Session, job: Job) -> None:
+    """Set a job that no leader holds back to its latest checkpoint: its progress, and its
+    history without the steps after it, which the leader that recorded them died before
+    checkpointing. The next attempt would have resumed there; a cancelled job ends there."""
+    step = session.scalar(select(func.max(Checkpoint.step)).where(
+        Checkpoint.job_id == job.id)) or 0
+    drop_metrics_after(session, job_id=job.id, step=step)
+    epoch = session.scalar(select(Metric.epoch).where(Metric.job_id == job.id,
+                                                      Metric.step == step))
+    job.step, job.epoch = step, epoch or 0
 
 
 def read_metrics(session: Session, *, job_id: str, since_step: int | None = None,

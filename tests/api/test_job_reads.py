@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from core.training import Trainer
 from db.engine import SessionFactory, session_scope
 from db.models import Job
+from db.queries.checkpoints import save_checkpoint
 from db.queries.metrics import upsert_metrics
 from tests.utils.api import refusal, submitted, upload
 from tests.utils.data import blobs
@@ -184,6 +185,29 @@ def test_runs_are_filtered_ordered_and_paged(
     assert loc == ["query", "created_after"]
     loc, _ = refusal(client.get("/v1/jobs", params={"order": "name"}, headers=auth))
     assert loc == ["query", "order"]
+
+
+def test_cancelling_a_job_handed_back_ends_it_at_its_last_checkpoint(
+        client: TestClient, auth: dict[str, str], dataset: str,
+        session_factory: SessionFactory) -> None:
+    job_id = submitted(client, auth, dataset)["id"]
+    # Its leader recorded steps 1..6 and checkpointed step 4, then died; the watchdog handed
+    # the job back to the queue, where the next attempt would resume from step 4.
+    with session_scope(session_factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.mark_running()
+        job.mark_progress(2, 6)
+        upsert_metrics(session, job_id=job_id,
+                       rows=[(step, 1 + step // 4, 1.0 / step, None, None)
+                             for step in range(1, 7)])
+        save_checkpoint(session, job_id=job_id, step=4, state=b"state at step 4")
+        job.status = "queued"
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()
+    assert cancelled["status"] == "cancelled"
+    assert (cancelled["progress"]["epoch"], cancelled["progress"]["step"]) == (2, 4)
+    history = client.get(f"/v1/jobs/{job_id}/metrics", headers=auth).json()
+    assert history["step"] == [1, 2, 3, 4]
 
 
 def test_cancel(client: TestClient, auth: dict[str, str], dataset: str,

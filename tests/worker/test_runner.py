@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,11 @@ from core.model import Model
 from core.npz import from_npz
 from core.spec import TrainSpec
 from core.training import Trainer, model_from_state
+from db.base import utc_now
 from db.engine import SessionFactory, session_scope
 from db.models import Checkpoint, Job, Metric
 from db.queries.checkpoints import get_weights
-from db.queries.leases import claim_job, release_job
+from db.queries.leases import claim_job, release_job, requeue_stalled
 from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
@@ -165,6 +167,39 @@ def test_cancel_stops_once_a_write_has_read_it_and_keeps_history_and_checkpoint(
         assert read_metrics(session, job_id=job_id)["step"] == list(range(1, job.step + 1))
         assert session.get(Checkpoint, (job_id, job.step)) is not None
         assert session.get(Checkpoint, (job_id, 0)) is not None
+
+
+def test_a_job_cancelled_after_its_leader_died_ends_at_its_last_checkpoint(
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Checkpoint 0 alone: the leader that stops records steps 1..14 past it.
+    settings = settings.model_copy(update={"checkpoint_interval_s": 3600.0})
+    job_id = _submit(factory, SPEC)
+    real_step = Trainer.train_step
+
+    def failing_step(self: Trainer) -> Any:
+        if self.step == 17:
+            raise OperationalError("SELECT 1", {}, Exception("database went away"))
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    with pytest.raises(DatabaseUnavailable):
+        run_job(job_id, factory=factory, settings=settings)
+    with session_scope(factory) as session:
+        assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 15))
+        job = session.get(Job, job_id)
+        assert job is not None and job.step == 14
+        job.request_cancel()  # running: its leader would stop at its next write
+    # It never comes back: the watchdog hands the job back, and its delivery cancels it.
+    with session_scope(factory) as session:
+        later = utc_now() + timedelta(seconds=settings.stall_timeout_s + 1)
+        assert requeue_stalled(session, stall_timeout_s=settings.stall_timeout_s,
+                               max_attempts=settings.max_attempts, now=later).requeued == [job_id]
+    assert run_job(job_id, factory=factory, settings=settings) == "cancelled"
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "cancelled"
+        assert (job.step, job.epoch) == (0, 0)
+        assert read_metrics(session, job_id=job_id)["step"] == []
 
 
 def test_a_delivery_with_nothing_to_do_says_why_and_changes_nothing(
