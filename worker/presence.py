@@ -3,11 +3,11 @@
 Each worker (one job slot, as compose runs them) belongs to a Redis set while it runs none of
 our tasks: it enters when it is ready and after each task, and leaves when a task starts and
 when it shuts down. A pool process killed mid-task (SIGKILL, the OOM killer) runs no
-``task_postrun``: the worker comes back when its new pool process starts. Reading the set is
-one round trip, where asking the workers through
-Celery's broadcast takes about a second on Redis. A worker killed while idle stays in the set
-until it restarts; a leader may then ask for a rank that nobody starts, which costs it the join
-window (``rank_join_s``) and nothing else.
+``task_postrun``: its worker enters again when the new pool process starts. Reading the set is
+one round trip, where asking the workers through Celery's broadcast takes about a second on
+Redis. A worker killed while idle stays in the set until it restarts; a leader may then ask
+for a rank that nobody starts, which costs it the join window (``rank_join_s``) and nothing
+else.
 """
 
 from __future__ import annotations
