@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +45,18 @@ def _reference(spec: dict[str, Any]) -> Trainer:
     trainer = Trainer(TrainSpec.from_dict(spec), X, y)
     trainer.run()
     return trainer
+
+
+def _outage_at(step: int) -> Callable[[Trainer], Any]:
+    """``Trainer.train_step`` as it is, but for a database outage at ``step``."""
+    real_step = Trainer.train_step
+
+    def failing_step(self: Trainer) -> Any:
+        if self.step == step:
+            raise OperationalError("SELECT 1", {}, Exception("database went away"))
+        return real_step(self)
+
+    return failing_step
 
 
 def test_a_job_trains_to_the_reference_weights_with_every_step_once(
@@ -107,17 +120,9 @@ def test_the_steps_go_on_while_a_write_runs(factory: SessionFactory, settings: S
 
 def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
         factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sqlalchemy.exc import OperationalError
-
     job_id = _submit(factory, SPEC)
     real_step = Trainer.train_step
-
-    def failing_step(self: Trainer) -> Any:
-        if self.step == 17:
-            raise OperationalError("SELECT 1", {}, Exception("database went away"))
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    monkeypatch.setattr(Trainer, "train_step", _outage_at(17))
     with pytest.raises(DatabaseUnavailable) as outage:
         run_job(job_id, factory=factory, settings=settings)
     assert outage.value.lease == 1
@@ -174,14 +179,7 @@ def test_a_job_cancelled_after_its_leader_died_ends_at_its_last_checkpoint(
     # Checkpoint 0 alone: the leader that stops records steps 1..14 past it.
     settings = settings.model_copy(update={"checkpoint_interval_s": 3600.0})
     job_id = _submit(factory, SPEC)
-    real_step = Trainer.train_step
-
-    def failing_step(self: Trainer) -> Any:
-        if self.step == 17:
-            raise OperationalError("SELECT 1", {}, Exception("database went away"))
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    monkeypatch.setattr(Trainer, "train_step", _outage_at(17))
     with pytest.raises(DatabaseUnavailable):
         run_job(job_id, factory=factory, settings=settings)
     with session_scope(factory) as session:
