@@ -102,8 +102,7 @@ def _shape(arrays: Mapping[str, np.ndarray],
     if "spec" not in arrays:
         raise InvalidDataError("weights lack 'spec'")
     spec = json.loads(str(arrays["spec"]))
-    train = TrainSpec.from_dict({k: v for k, v in spec.items()
-                                 if k in TrainSpec.__dataclass_fields__})
+    train = TrainSpec.from_job_spec(spec)
     net = Network(tuple(widths), train.model.activation, train.model.output, train.loss,
                   np.dtype(train.dtype))
     classes = np.asarray(arrays["classes"]) if "classes" in arrays else None

@@ -190,6 +190,13 @@ class TrainSpec:
         _known_keys("", data, cls)
         return cls(**data)
 
+    @classmethod
+    def from_job_spec(cls, data: dict[str, Any]) -> TrainSpec:
+        """The numeric part of a whole job spec: the service's fields (name, dataset,
+        max_workers, ...) are left out, the rest is read as ``from_dict`` reads it."""
+        return cls.from_dict({key: value for key, value in data.items()
+                              if key in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["model"]["hidden"] = list(self.model.hidden)

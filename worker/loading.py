@@ -79,16 +79,10 @@ def dataset_targets(dataset: Dataset, spec: TrainSpec) -> Targets:
     return targets
 
 
-def numeric_spec(spec: dict[str, Any]) -> TrainSpec:
-    """The core's part of a stored job spec (the service fields are the API's business)."""
-    return TrainSpec.from_dict({k: v for k, v in spec.items()
-                                if k in TrainSpec.__dataclass_fields__})
-
-
 def planned_network(session: Session, job: Job) -> tuple[TrainSpec, Network]:
     """The job's numeric spec and network, from its dataset's description alone: a leader
     sizes its ranks with it before it loads any rows. Raises as ``load_input`` does."""
-    spec = numeric_spec(job.spec)
+    spec = TrainSpec.from_job_spec(job.spec)
     dataset = _dataset(session, job)
     n_out = output_width(dataset.task, dataset.classes, dataset.n_targets, spec.model.output,
                          spec.loss)
@@ -106,7 +100,7 @@ def load_input(session: Session, job: Job) -> TrainingInput:
     """Raises InvalidDataError (or SpecError) when the job cannot train as stored."""
     dataset = _dataset(session, job)
     X, y = dataset_arrays(dataset)
-    spec = numeric_spec(job.spec)
+    spec = TrainSpec.from_job_spec(job.spec)
     init = None
     init_id = job.spec.get("init")
     if init_id:

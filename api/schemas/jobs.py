@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -55,17 +54,13 @@ class JobCreate(TrainSpec):
         only new specs must pass."""
         spec = handler(data)
         if isinstance(data, dict):
-            TrainSpec.from_dict({key: value for key, value in data.items()
-                                 if key in _NUMERIC_FIELDS})
+            TrainSpec.from_job_spec(data)
         spec.optimizer.check_all_used()
         return spec
 
     def normalized(self) -> dict[str, Any]:
         """Every field, defaults filled in: what is stored as the job's spec."""
         return self.to_dict()
-
-
-_NUMERIC_FIELDS = frozenset(field.name for field in fields(TrainSpec))
 
 
 class Progress(BaseModel):

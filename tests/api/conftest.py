@@ -112,8 +112,7 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
         with session_scope(session_factory) as session:
             job = session.get(Job, job_id)
             assert job is not None
-            spec = TrainSpec.from_dict({k: v for k, v in job.spec.items()
-                                        if k in TrainSpec.__dataclass_fields__})
+            spec = TrainSpec.from_job_spec(job.spec)
             trainer = Trainer(spec, X, y, submitted=job.spec)
             save_checkpoint(session, job_id=job_id, step=0, state=trainer.state_bytes())
             job.mark_running(workers=1)
