@@ -11,7 +11,7 @@ output layer instead of to every parameter, and its step is then a single pass o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -123,3 +123,20 @@ def load_state_arrays(optimizer: Optimizer, buffers: Sequence[bytes | memoryview
     optimizer.load_state({
         name: np.frombuffer(buffer, state[name].dtype).reshape(state[name].shape)
         for name, buffer in zip(sorted(state), buffers, strict=True)})
+
+
+OptimizersByShard = Sequence[Optimizer] | Mapping[int, Optimizer]
+"""Local SGD's optimizers, one per shard: a list over every shard, or a rank's by shard."""
+
+
+def shard_states(optimizers: OptimizersByShard, shards: list[int]) -> list[np.ndarray]:
+    """The ``state_arrays`` of the optimizers of ``shards``, one shard after the other."""
+    return [array for shard in shards for array in state_arrays(optimizers[shard])]
+
+
+def load_shard_states(optimizers: OptimizersByShard, shards: list[int],
+                      buffers: Sequence[bytes | memoryview]) -> None:
+    """Load into the optimizers of ``shards`` the buffers of ``shard_states``, in order."""
+    per_shard = len(buffers) // len(shards)
+    for i, shard in enumerate(shards):
+        load_state_arrays(optimizers[shard], buffers[i * per_shard:(i + 1) * per_shard])

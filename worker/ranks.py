@@ -33,7 +33,14 @@ import numpy as np
 
 from core.job import JobData, ShardSet
 from core.local_sgd import LocalRounds, round_end, round_weights
-from core.optimizers import Optimizer, load_state_arrays, make_optimizer, state_arrays
+from core.optimizers import (
+    Optimizer,
+    load_shard_states,
+    load_state_arrays,
+    make_optimizer,
+    shard_states,
+    state_arrays,
+)
 from core.reduce import Merged, Node, covering_nodes, spare_buffers, sum_nodes, tree_sum
 from core.training import RankLost
 from worker.dataplane import DataPlane
@@ -44,22 +51,6 @@ from worker.shutdown import SHUTTING_DOWN
 log = logging.getLogger(__name__)
 
 JOIN_QUIET_S = 0.2
-
-
-OptimizersByShard = Sequence[Optimizer] | dict[int, Optimizer]
-
-
-def shard_states(optimizers: OptimizersByShard, shards: list[int]) -> list[np.ndarray]:
-    """The optimizer states of ``shards``, one shard after the other, as raw arrays."""
-    return [array for shard in shards for array in state_arrays(optimizers[shard])]
-
-
-def load_shard_states(optimizers: OptimizersByShard, shards: list[int],
-                      buffers: list[memoryview]) -> None:
-    """Load into the optimizers of ``shards`` the buffers ``shard_states`` sent."""
-    per_shard = len(buffers) // len(shards)
-    for i, shard in enumerate(shards):
-        load_state_arrays(optimizers[shard], buffers[i * per_shard:(i + 1) * per_shard])
 
 
 @dataclass(frozen=True)
