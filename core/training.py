@@ -20,9 +20,8 @@ from typing import Protocol
 import numpy as np
 
 from core.job import JobData, ShardSet, Targets
-from core.local_sgd import LocalRounds, is_round_start, round_end, round_weights
+from core.local_sgd import LocalRounds, round_end, round_weights
 from core.model import Model
-from core.npz import from_npz, to_npz
 from core.optimizers import Optimizer, make_optimizer
 from core.reduce import Leaf, Merged, Node, Nodes, spare_buffers, sum_nodes, tree_sum
 from core.spec import TrainSpec
@@ -234,6 +233,18 @@ class Trainer:
         return totals
 
     @property
+    def epoch_sums(self) -> tuple[float, int]:
+        """The loss summed over the current epoch's steps so far, and their rows."""
+        return self._epoch_loss, self._epoch_rows
+
+    def resume_at(self, step: int, epoch_sums: tuple[float, int]) -> None:
+        """Go on from ``step`` with ``epoch_sums`` so far (``core.checkpoint.restore``, which
+        loads the parameters and the optimizers itself)."""
+        self.step = step
+        self._round_losses.clear()
+        self._epoch_loss, self._epoch_rows = epoch_sums
+
+    @property
     def at_sync(self) -> bool:
         """True when the training state is whole at ``step``: always with exact averaging; with
         local SGD between rounds (the parameters and optimizers are then at a round's end,
@@ -284,47 +295,3 @@ class Trainer:
             final_train_loss=last.epoch_train_loss, final_val_loss=last.val_loss,
             final_val_accuracy=last.val_accuracy, steps=self.step, epochs=last.epoch,
             seconds=seconds, samples_per_s=rows / seconds if seconds > 0 else 0.0)
-
-    # Training state: everything a resumed run needs to end bit-identical to an unbroken one.
-    # Batch positions and shuffles are functions of the step count, so the step is the RNG state.
-
-    def state_bytes(self) -> bytes:
-        if not self.at_sync:
-            raise RuntimeError(f"step {self.step} is inside a local SGD round: no whole state")
-        arrays: dict[str, np.ndarray] = {"params": self.params,
-                                         "step": np.array([self.step], dtype=np.int64),
-                                         "epoch_loss": np.array([self._epoch_loss]),
-                                         "epoch_rows": np.array([self._epoch_rows])}
-        for i, opt in enumerate(self.optimizers):
-            arrays.update({f"opt{i}.{k}": v for k, v in opt.state().items()})
-        # The model's shape too, so that a checkpoint alone yields weights (model_from_state).
-        arrays.update(Model(self.job.net, self.job.encoding, self.params,
-                            self.spec_dict).metadata())
-        return to_npz(arrays)
-
-    def restore(self, state: bytes) -> None:
-        arrays = from_npz(state)
-        params = arrays["params"]
-        if params.shape != self.params.shape or params.dtype != self.params.dtype:
-            raise ValueError(f"state holds {params.dtype} parameters of shape {params.shape}; "
-                             f"this job needs {self.params.dtype} {self.params.shape}")
-        step = int(arrays["step"][0])
-        if not 0 <= step <= self.total_steps:
-            raise ValueError(f"state is at step {step}, beyond this job's {self.total_steps}")
-        if self.local and not is_round_start(self.job, step):
-            raise ValueError(f"state is at step {step}, inside a local SGD round")
-        self.params[...] = params
-        self.step = step
-        self._round_losses.clear()
-        for i, opt in enumerate(self.optimizers):
-            prefix = f"opt{i}."
-            opt.load_state({k[len(prefix):]: v for k, v in arrays.items()
-                            if k.startswith(prefix)})
-        self._epoch_loss = float(arrays["epoch_loss"][0])
-        self._epoch_rows = int(arrays["epoch_rows"][0])
-
-
-def model_from_state(state: bytes) -> Model:
-    """The model at a checkpoint, from the bytes of ``Trainer.state_bytes`` alone."""
-    arrays = from_npz(state)
-    return Model.from_flat(arrays, arrays["params"])

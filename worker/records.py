@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from core.checkpoint import state_bytes
 from core.training import StepEvent, Trainer
 from db.engine import SessionFactory, session_scope
 from db.models import Job
@@ -135,7 +136,7 @@ def stop(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, b
     with session_scope(factory) as session:
         job = write(session, job_id, attempt, batch)
         drop_metrics_after(session, job_id=job_id, step=trainer.step)
-        checkpoint(session, job_id, trainer.step, trainer.state_bytes())
+        checkpoint(session, job_id, trainer.step, state_bytes(trainer))
         outcome(session, job)
 
 

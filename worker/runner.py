@@ -22,6 +22,7 @@ from functools import partial
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from core.checkpoint import restore, state_bytes
 from core.data import InvalidDataError
 from core.network import Network
 from core.spec import SpecError, TrainSpec
@@ -189,8 +190,8 @@ def _prepare(session: Session, job_id: str, attempt: int
     progress = Progress(best_val_loss=job.best_val_loss, best_step=job.best_step)
     checkpoint = latest_checkpoint(session, job_id=job_id)
     if checkpoint is None:
-        return trainer, progress, trainer.state_bytes()
-    trainer.restore(checkpoint.state)
+        return trainer, progress, state_bytes(trainer)
+    restore(trainer, checkpoint.state)
     return trainer, progress, None
 
 
@@ -253,7 +254,7 @@ def _train(job_id: str, attempt: int, trainer: Trainer, progress: Progress, writ
                     or now - last_flush >= settings.metrics_flush_s):
                 state = None
                 if whole and now - last_checkpoint >= settings.checkpoint_interval_s:
-                    state, last_checkpoint = (trainer.step, trainer.state_bytes()), now
+                    state, last_checkpoint = (trainer.step, state_bytes(trainer)), now
                 writer.submit(partial(records.flush, factory, job_id, attempt,
                                       progress.take(event, now - start, ranks()), state))
                 last_flush = now

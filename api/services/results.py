@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session
 
 from api.model_cache import ModelCache
 from api.services.errors import Conflict, InvalidInput, NotFound
+from core.checkpoint import model_from_state
 from core.model import Model, Prediction
-from core.training import model_from_state
 from db.models import Job, WeightsKind
 from db.queries.checkpoints import get_checkpoint, get_weights, latest_checkpoint
 

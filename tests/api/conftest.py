@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from api.cli.local import LocalService
 from api.deps import get_broker_check, get_enqueue, get_session
 from api.main import create_app
+from core.checkpoint import state_bytes
 from core.spec import TrainSpec
 from core.training import Trainer
 from db.engine import SessionFactory, make_engine, make_session_factory, session_scope
@@ -114,7 +115,7 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
             assert job is not None
             spec = TrainSpec.from_job_spec(job.spec)
             trainer = Trainer(spec, X, y, submitted=job.spec)
-            save_checkpoint(session, job_id=job_id, step=0, state=trainer.state_bytes())
+            save_checkpoint(session, job_id=job_id, step=0, state=state_bytes(trainer))
             job.mark_running(workers=1)
             result = trainer.run()
             save_weights(session, job_id=job_id, kind="final", step=result.steps,

@@ -7,10 +7,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from core.checkpoint import model_from_state, restore, state_bytes
 from core.data import InvalidDataError, check_arrays
 from core.model import Model
 from core.spec import ModelSpec, OptimizerSpec, SpecError, TrainSpec
-from core.training import DivergedError, Trainer, model_from_state
+from core.training import DivergedError, Trainer
 from tests.utils.data import blobs, regression
 
 
@@ -55,12 +56,12 @@ def test_stop_restore_finish_is_bit_identical(optimizer: OptimizerSpec, sync_eve
         # Step 13 is inside the round of steps 13 and 14: its state is whole at 14 only.
         assert not first.at_sync
         with pytest.raises(RuntimeError, match="inside a local SGD round"):
-            first.state_bytes()
+            state_bytes(first)
         first.train_step()
     stop = first.step
-    state = first.state_bytes()
+    state = state_bytes(first)
     resumed = Trainer(spec, X, y)
-    resumed.restore(state)
+    restore(resumed, state)
     rest = list(resumed.steps())
     assert np.array_equal(resumed.params, straight.params)
     assert rest == straight_events[stop:]

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from core.checkpoint import model_from_state
 from core.model import Model
 from core.npz import from_npz
 from core.spec import TrainSpec
-from core.training import Trainer, model_from_state
+from core.training import Trainer
 from db.base import utc_now
 from db.engine import SessionFactory, session_scope
 from db.models import Checkpoint, Job, Metric
