@@ -98,15 +98,3 @@ class Workspace:
             delta = below
         return loss
 
-
-def mean_gradient(net: Network, params: np.ndarray, X: np.ndarray,
-                  Y: np.ndarray) -> tuple[float, np.ndarray]:
-    """(mean loss, mean gradient as a flat vector) of one batch, in fresh buffers: the
-    single-process reference that sharded gradients are checked against."""
-    rows = X.shape[0]
-    ws = Workspace(net, rows)
-    ws.inputs[:] = X
-    ws.targets[:] = Y
-    grad = net.empty()
-    loss = ws.gradient(*net.views(params), *net.views(grad), rows, 1.0 / rows)
-    return loss / rows, grad

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.backprop import Workspace, mean_gradient
+from core.backprop import Workspace
 from core.network import Network
 from core.spec import HIDDEN_ACTIVATIONS, LOSS_OUTPUTS
+from tests.utils.gradients import mean_gradient
 
 PAIRS = [(output, loss) for loss, outputs in LOSS_OUTPUTS.items() for output in outputs]
 

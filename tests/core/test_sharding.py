@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.backprop import mean_gradient
 from core.data import StepPlan, holdout, shard_bounds
 from core.job import JobData, ShardSet
 from core.spec import ModelSpec, OptimizerSpec, TrainSpec
 from core.training import Trainer
 from tests.utils.data import blobs
+from tests.utils.gradients import mean_gradient
 
 
 @settings(max_examples=150, deadline=None)
