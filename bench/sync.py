@@ -108,7 +108,7 @@ def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str
         remote.begin(step, params, optimizers)
         remote.share(own)
         for node in remote_nodes:
-            remote[node]
+            remote.await_node(node)
         times.append(time.perf_counter() - start)
     remote.close()
     for child in children:

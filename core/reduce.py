@@ -20,11 +20,21 @@ Leaf = Callable[[int, np.ndarray], None]  # writes shard i's vector into the giv
 
 
 class Nodes(Protocol):
-    """Tree nodes summed elsewhere: a plain dict, or a source that waits for other ranks."""
+    """Tree nodes summed elsewhere, which ``tree_sum`` uses as they are."""
 
     def __contains__(self, node: object) -> bool: ...
 
-    def __getitem__(self, node: Node) -> np.ndarray: ...
+    def await_node(self, node: Node) -> np.ndarray:
+        """The sum of ``node`` (flat, like the leaves); waits for it when another rank
+        computes it."""
+        ...
+
+
+class Summed(dict[Node, np.ndarray]):
+    """Nodes summed already, by node: ``await_node`` never waits."""
+
+    def await_node(self, node: Node) -> np.ndarray:
+        return self[node]
 
 
 def spare_buffers(shards: int, like: np.ndarray) -> list[np.ndarray]:
@@ -36,10 +46,11 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
              known: Nodes | None = None) -> None:
     """``out`` = the sum of leaves ``lo..hi-1`` in the fixed tree order.
 
-    Nodes in ``known`` (sums computed elsewhere, in the same order) are used as they are.
+    Nodes in ``known`` (sums computed elsewhere, in the same order) are used as they are;
+    ``known.await_node`` may wait for a node that another rank sends.
     """
     if known and (lo, hi) in known:
-        value = known[(lo, hi)]
+        value = known.await_node((lo, hi))
         if value is not out:  # a node summed into ``out`` already, by ``sum_nodes``
             out[...] = value
         return
@@ -49,11 +60,11 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
     mid = (lo + hi) // 2
     if known and (lo, mid) in known and (mid, hi) in known:
         # Both halves summed already: added in one pass, not copied into ``out`` first.
-        np.add(known[(lo, mid)], known[(mid, hi)], out=out)
+        np.add(known.await_node((lo, mid)), known.await_node((mid, hi)), out=out)
         return
     tree_sum(lo, mid, leaf, out, spare, known)
     if known and (mid, hi) in known:
-        out += known[(mid, hi)]  # a rank's sum is added as it came, without a copy first
+        out += known.await_node((mid, hi))  # added as it came, without a copy first
         return
     right, rest = spare[0], spare[1:]
     tree_sum(mid, hi, leaf, right, rest, known)
@@ -61,7 +72,7 @@ def tree_sum(lo: int, hi: int, leaf: Leaf, out: np.ndarray, spare: list[np.ndarr
 
 
 def sum_nodes(nodes: Sequence[Node], leaf: Leaf, outs: Sequence[np.ndarray],
-              spare: list[np.ndarray]) -> dict[Node, np.ndarray]:
+              spare: list[np.ndarray]) -> Summed:
     """Each of ``nodes`` summed from its leaves into the buffer of ``outs`` at its place (a
     pool at least as long): the partial sums one rank computes, as ``known`` nodes for
     ``tree_sum``."""
@@ -69,7 +80,7 @@ def sum_nodes(nodes: Sequence[Node], leaf: Leaf, outs: Sequence[np.ndarray],
         raise ValueError(f"{len(nodes)} nodes need as many buffers, not {len(outs)}")
     for (lo, hi), out in zip(nodes, outs, strict=False):
         tree_sum(lo, hi, leaf, out, spare)
-    return dict(zip(nodes, outs, strict=False))
+    return Summed(zip(nodes, outs, strict=False))
 
 
 class Merged:
@@ -82,10 +93,10 @@ class Merged:
     def __contains__(self, node: object) -> bool:
         return any(node in source for source in self._sources)
 
-    def __getitem__(self, node: Node) -> np.ndarray:
+    def await_node(self, node: Node) -> np.ndarray:
         for source in self._sources:
             if node in source:
-                return source[node]
+                return source.await_node(node)
         raise KeyError(node)
 
 

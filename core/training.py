@@ -36,10 +36,10 @@ class RemoteShards(Nodes, Protocol):
     whose states the ranks start their round from and whose states at the round's end they
     send back into those optimizers. With exact averaging the leader then sums the tree nodes
     of ``local_nodes`` and ``share``s them (a rank that steps a replica needs them). The tree
-    sum takes the other ranks' partial sums as known nodes (``__getitem__`` waits for them);
+    sum takes the other ranks' partial sums as known nodes (``await_node`` waits for them);
     ``losses`` gives each remote shard's summed loss at each step of the round (one step
     without local SGD). A rank that stops answering raises ``RankLost`` (from ``share`` or
-    ``__getitem__``), after which the exchange has planned its shards over the ranks left
+    ``await_node``), after which the exchange has planned its shards over the ranks left
     (this one included) and the round is computed again.
     """
 
@@ -189,7 +189,10 @@ class Trainer:
                                        range(len(nodes) - len(first) - len(self._node_sums)))
                 own = sum_nodes(nodes, leaf, first + self._node_sums, self._spare)
                 remote.share(own)
-                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, Merged(own, remote))
+                # The tree sum waits for each rank's nodes where it needs them
+                # (``remote.await_node``), adding what it holds while the rest travel.
+                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare,
+                         known=Merged(own, remote))
                 return
             except RankLost:
                 continue  # the lost rank's shards fall to the ranks left: sum the step again
@@ -216,7 +219,8 @@ class Trainer:
             if self.remote is not None:
                 self.remote.begin(start, self.params, self.optimizers)
             try:
-                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, self.remote)
+                # Waits for each rank's nodes where it needs them (``remote.await_node``).
+                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, known=self.remote)
                 break
             except RankLost:
                 restore()  # every shard's round starts again, the lost rank's shards elsewhere

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.reduce import Summed
+
 # kind, round (int64), step (int64), sender rank (int32)
 _HEADER = struct.Struct("<cqqi")
 # how many shard ids, losses, node bounds, text bytes and buffers follow
@@ -41,10 +43,10 @@ class Message:
         """The first ``count`` buffers as flat arrays of ``dtype`` (views, not copies)."""
         return [np.frombuffer(buffer, dtype) for buffer in self.buffers[:count]]
 
-    def node_sums(self, dtype: np.dtype) -> dict[tuple[int, int], np.ndarray]:
+    def node_sums(self, dtype: np.dtype) -> Summed:
         """The partial sums of a GRADS or SUMS by their tree node ``(lo, hi)`` (views)."""
-        return {(int(lo), int(hi)): vector for (lo, hi), vector in zip(
-            self.nodes, self.vectors(dtype, len(self.nodes)), strict=True)}
+        return Summed(((int(lo), int(hi)), vector) for (lo, hi), vector in zip(
+            self.nodes, self.vectors(dtype, len(self.nodes)), strict=True))
 
 
 def encode(kind: bytes, *, round: int = 0, step: int = 0, rank: int = 0,

@@ -41,7 +41,15 @@ from core.optimizers import (
     shard_states,
     state_arrays,
 )
-from core.reduce import Merged, Node, covering_nodes, spare_buffers, sum_nodes, tree_sum
+from core.reduce import (
+    Merged,
+    Node,
+    Summed,
+    covering_nodes,
+    spare_buffers,
+    sum_nodes,
+    tree_sum,
+)
 from core.training import RankLost
 from worker.dataplane import DataPlane
 from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
@@ -221,7 +229,7 @@ class RemoteRanks:
 
     def share(self, sums: Mapping[Node, np.ndarray]) -> None:
         """A pair's replica gets the leader's partial sums, crossing its own on the link (the
-        reply is taken here: ``__getitem__`` finds it received)."""
+        reply is taken here: ``await_node`` finds it received)."""
         if not self._paired:
             return
         (rank, link), = self._links.items()
@@ -236,14 +244,14 @@ class RemoteRanks:
     def __contains__(self, node: object) -> bool:
         return node in self._owner
 
-    def __getitem__(self, node: Node) -> np.ndarray:
+    def await_node(self, node: Node) -> np.ndarray:
         rank = self._owner[node]
         while node not in self._received:
             try:
                 payload = self._links[rank].receive(self._timeout)
             except LinkClosed:
                 self._drop(rank)
-                raise RankLost(node) from None
+                raise RankLost(rank) from None
             self._accept(decode(payload))
         return self._received[node]
 
@@ -385,8 +393,8 @@ class RankShards:
             raise AssertionError(f"shard {shard} is in no node the pair summed")
 
         tree_sum(0, job.spec.shards, no_leaf, replica.grad, self._spare,
-                 Merged(dict(zip(self.nodes, self.sums, strict=True)),
-                        message.node_sums(job.net.dtype)))
+                 known=Merged(Summed(zip(self.nodes, self.sums, strict=True)),
+                              message.node_sums(job.net.dtype)))
         job.descend(replica.optimizer, self.params, replica.grad, replica.scratch)
 
 

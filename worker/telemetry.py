@@ -60,8 +60,8 @@ class TimedRounds:
     def __contains__(self, node: object) -> bool:
         return node in self.inner
 
-    def __getitem__(self, node: Node) -> np.ndarray:
-        return self.inner[node]
+    def await_node(self, node: Node) -> np.ndarray:
+        return self.inner.await_node(node)
 
     def losses(self) -> dict[int, list[float]]:
         ROUND_SECONDS.observe(time.perf_counter() - self._started)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.reduce import Merged, covering_nodes, spare_buffers, sum_nodes, tree_sum
+from core.reduce import Merged, Summed, covering_nodes, spare_buffers, sum_nodes, tree_sum
 
 
 @settings(max_examples=200, deadline=None)
@@ -26,7 +26,7 @@ def test_partial_sums_from_any_ranks_complete_to_the_same_bits(shards: int, rank
 
     owner = rng.integers(0, ranks, size=shards)
     owner[0] = 0  # rank 0 leads and completes the tree
-    known = {}
+    known = Summed()
     for rank in range(1, ranks):
         for lo, hi in covering_nodes(0, shards, set(np.flatnonzero(owner == rank))):
             node = np.empty(33, dtype=np.float32)

@@ -30,7 +30,7 @@ class SlowRanks:
     def __contains__(self, node: object) -> bool:
         return node == (1, 2)
 
-    def __getitem__(self, node: Node) -> np.ndarray:
+    def await_node(self, node: Node) -> np.ndarray:
         time.sleep(max(0.0, self.sent_at + 0.02 - time.perf_counter()))
         return np.ones(3)
 
@@ -50,7 +50,7 @@ def test_a_round_is_timed_from_sending_the_parameters_to_the_ranks_losses() -> N
     for step in range(2):
         rounds.begin(step, np.zeros(3), [])
         assert (1, 2) in rounds and (0, 1) not in rounds
-        assert rounds[(1, 2)].sum() == 3
+        assert rounds.await_node((1, 2)).sum() == 3
         assert rounds.losses() == {1: [0.5]}
     new_count, new_total = _rounds()
     assert new_count - count == 2
