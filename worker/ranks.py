@@ -55,6 +55,7 @@ from worker.dataplane import DataPlane
 from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
 from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, REPLICA, SUMS, Message, decode, encode
 from worker.shutdown import SHUTTING_DOWN
+from worker.telemetry import ROUND_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class RemoteRanks:
         self._owner: dict[Node, int] = {}
         self._local_nodes: list[Node] = []
         self._replica: int | None = None  # the pair's other rank, once its replica is set
+        self._started = 0.0  # when this round began, for ROUND_SECONDS
         self._replan()
 
     @property
@@ -208,6 +210,7 @@ class RemoteRanks:
 
     def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None:
         self._optimizers = optimizers
+        self._started = time.perf_counter()
         while True:
             self._round += 1
             self._received.clear()
@@ -269,6 +272,8 @@ class RemoteRanks:
                                 strict=True))
         if self._local_sgd:
             load_shard_states(self._optimizers, shards, message.buffers[len(sums):])
+        if len(self._received) == len(self._owner):  # the round's last rank has answered
+            ROUND_SECONDS.observe(time.perf_counter() - self._started)
 
     def losses(self) -> dict[int, list[float]]:
         return self._losses

@@ -39,7 +39,7 @@ from worker.loading import load_input, planned_network
 from worker.ranks import RemoteRanks
 from worker.records import LeaseLost, Progress, fresh_job, owned
 from worker.shutdown import SHUTTING_DOWN
-from worker.telemetry import STEP_SECONDS, TimedRounds
+from worker.telemetry import STEP_SECONDS
 from worker.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
                                       initial))
             remote = gathering.attach(trainer)
             if remote is not None:
-                trainer.remote = TimedRounds(remote)
+                trainer.remote = remote
             log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
                      trainer.total_steps, ranks())
             status = _train(job_id, attempt, trainer, progress, writer, factory, settings,
