@@ -98,18 +98,11 @@ class Trainer:
 
     def __init__(self, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
                  init: Mapping[str, np.ndarray] | None = None,
-                 groups: Sequence[Sequence[int]] | None = None,
-                 local_sgd: bool | None = None,
-                 submitted: Mapping[str, object] | None = None,
-                 remote: RemoteShards | None = None, checked: bool = False,
+                 submitted: Mapping[str, object] | None = None, checked: bool = False,
                  targets: Targets | None = None) -> None:
-        """``groups`` splits the shards over separate ``ShardSet``s, as ranks on different
-        workers hold them; by SPEC section 4.3 the grouping never changes the result.
-        ``local_sgd`` forces the replica path even at ``sync_every = 1``, where it equals
-        exact averaging up to rounding (default: local SGD exactly when sync_every > 1).
-        ``submitted`` is the whole job spec as the user gave it, kept with the weights.
-        ``remote`` lets other ranks compute some shards. ``checked`` and ``targets``: as
-        for ``JobData.prepare``."""
+        """``init``: starting weights (the .npz layout); ``submitted``: the whole job spec as
+        the user gave it, kept with the weights; ``checked`` and ``targets``: as for
+        ``JobData.prepare``."""
         self.spec = spec
         self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
         self.job = job = JobData.prepare(spec, X, y, checked=checked, targets=targets)
@@ -117,13 +110,8 @@ class Trainer:
         self.params = (net.from_arrays(init) if init is not None
                        else net.init_params(spec.seed, spec.model.init_scheme))
         self.step = 0
-        self.remote = remote
-        groups = groups if groups is not None else [range(spec.shards)]
-        if sorted(shard for group in groups for shard in group) != list(range(spec.shards)):
-            raise ValueError(f"groups must hold every shard 0..{spec.shards - 1} exactly once")
-        owner = {shard: ShardSet(job, group) for group in groups for shard in group}
-        # The shard count alone, not the grouping, fixes the order of the reduction.
-        self._owners = [owner[shard] for shard in range(spec.shards)]
+        self._remote: RemoteShards | None = None  # other ranks, once attached
+        self._shards = ShardSet(job, range(spec.shards))
         # Shards fold the optimizer's gradient scale into their gradients.
         self._scale = job.gradient_scale
         # The tree sum of the shards' vectors: the gradient, or the weighted replicas.
@@ -136,15 +124,17 @@ class Trainer:
         self._epoch_loss = 0.0
         self._epoch_rows = 0
         # Exact averaging keeps one optimizer; local SGD one per shard.
-        self.local = spec.sync_every > 1 if local_sgd is None else local_sgd
+        self.local = spec.sync_every > 1
         n_opt = spec.shards if self.local else 1
         self.optimizers: list[Optimizer] = [
             make_optimizer(spec.optimizer, net.n_params, net.dtype) for _ in range(n_opt)]
-        self._rounds: list[LocalRounds] = []  # per shard, its ShardSet's
-        if self.local:
-            rounds = {id(o): LocalRounds(o) for o in self._owners}
-            self._rounds = [rounds[id(owner)] for owner in self._owners]
+        self._rounds = LocalRounds(self._shards) if self.local else None
         self._round_losses: deque[float] = deque()  # the round's steps not yet returned
+
+    def attach(self, remote: RemoteShards | None) -> None:
+        """Let other ranks compute the shards that ``remote`` plans for them (None: this
+        process computes them all). The result is the same bits either way."""
+        self._remote = remote
 
     @property
     def total_steps(self) -> int:
@@ -161,13 +151,13 @@ class Trainer:
         scale = self._scale / rows
 
         def leaf(shard: int, out: np.ndarray) -> None:
-            losses[shard] = self._owners[shard].gradient(shard, step, self.params, out, scale)[0]
+            losses[shard] = self._shards.gradient(shard, step, self.params, out, scale)[0]
 
-        if self.remote is None:
+        if self._remote is None:
             tree_sum(0, self.spec.shards, leaf, self._sum, self._spare)
         else:
-            self._sum_with_ranks(self.remote, step, leaf)
-            for shard, values in self.remote.losses().items():
+            self._sum_with_ranks(self._remote, step, leaf)
+            for shard, values in self._remote.losses().items():
                 losses[shard] = values[0]
         loss = sum(losses)
         if not math.isfinite(loss):
@@ -211,21 +201,24 @@ class Trainer:
             for opt, state in zip(self.optimizers, saved, strict=True):
                 opt.load_state(state)
 
+        rounds = self._rounds
+        assert rounds is not None
+
         def leaf(shard: int, out: np.ndarray) -> None:
-            self._rounds[shard].run(shard, start, end, self.params, self.optimizers[shard],
-                                    weights[shard], out, losses[:, shard])
+            rounds.run(shard, start, end, self.params, self.optimizers[shard], weights[shard],
+                       out, losses[:, shard])
 
         while True:
-            if self.remote is not None:
-                self.remote.begin(start, self.params, self.optimizers)
+            if self._remote is not None:
+                self._remote.begin(start, self.params, self.optimizers)
             try:
                 # Waits for each rank's nodes where it needs them (``remote.await_node``).
-                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, known=self.remote)
+                tree_sum(0, self.spec.shards, leaf, self._sum, self._spare, known=self._remote)
                 break
             except RankLost:
                 restore()  # every shard's round starts again, the lost rank's shards elsewhere
-        if self.remote is not None:
-            for shard, values in self.remote.losses().items():
+        if self._remote is not None:
+            for shard, values in self._remote.losses().items():
                 losses[:, shard] = values
         # In shard order, as one process adds them: the same float whoever computed them.
         totals = [sum(row) for row in losses.tolist()]

@@ -88,8 +88,8 @@ class Gathering:
         pool.shutdown(wait=False)  # the thread ends with its one task; ``_team`` is waited on
 
     def attach(self, trainer: Trainer) -> RemoteRanks | None:
-        """The exchange of ``trainer`` with the ranks that joined (the caller sets it as
-        ``trainer.remote``); None when the leader runs alone. Waits for the gathering."""
+        """The exchange of ``trainer`` with the ranks that joined (the caller attaches it to
+        the trainer); None when the leader runs alone. Waits for the gathering."""
         if self._team is None:
             return None
         team = self._team.result()

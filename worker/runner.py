@@ -214,7 +214,7 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
                                       initial))
             remote = gathering.attach(trainer)
             if remote is not None:
-                trainer.remote = remote
+                trainer.attach(remote)
             log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
                      trainer.total_steps, ranks())
             status = _train(job_id, attempt, trainer, progress, writer, factory, settings,

@@ -13,6 +13,7 @@ from core.spec import ModelSpec, OptimizerSpec, TrainSpec
 from core.training import Trainer
 from tests.utils.data import blobs
 from tests.utils.gradients import mean_gradient
+from tests.utils.training import local_sgd_at_every_step, over_ranks
 
 
 @settings(max_examples=150, deadline=None)
@@ -77,7 +78,7 @@ def test_row_weighted_shard_average_equals_union_batch_gradient(
 def test_local_sgd_with_k_1_equals_gradient_averaging(shards: int, seed: int) -> None:
     X, y = blobs(n=90, seed=seed)
     exact = Trainer(_spec(shards=shards, seed=seed), X, y)
-    local = Trainer(_spec(shards=shards, seed=seed), X, y, local_sgd=True)
+    local = local_sgd_at_every_step(_spec(shards=shards, seed=seed), X, y)
     assert local.local and len(local.optimizers) == shards
     exact.run()
     local.run()
@@ -97,7 +98,7 @@ def test_any_grouping_of_shards_gives_bit_identical_weights(sync_every: int) -> 
         groupings.append([list(g) for g in np.split(order, cuts)])
     results = []
     for groups in groupings:
-        trainer = Trainer(spec, X, y, groups=groups)
+        trainer = over_ranks(spec, X, y, groups)
         trainer.run()
         results.append(trainer.params)
     for params in results[1:]:

@@ -75,7 +75,7 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, shared_dir:
                                for rank, link in team.links.items()})
     remote = RemoteRanks(team, spec.shards, leader.params, timeout=1.0,
                          local_sgd=spec.sync_every > 1)
-    leader.remote = remote
+    leader.attach(remote)
     events = list(leader.steps())
     leader.members = remote.members  # type: ignore[attr-defined]  # before close clears them
     remote.close()
