@@ -1,6 +1,6 @@
 """Enqueueing jobs for the workers, by task name only (the API never imports ``worker``).
 
-The message is Celery's: task ``shardtrain.train_job`` with ``args=[job_id]``, JSON-serialised,
+The message is Celery's: task ``db.task_names.TRAIN_JOB`` with ``args=[job_id]``, as JSON,
 sent through a client app of the API's own that only publishes.
 """
 
@@ -12,8 +12,7 @@ from celery import Celery
 from kombu.exceptions import ChannelError, KombuError
 
 from db.settings import Settings, get_settings
-
-TRAIN_JOB_TASK = "shardtrain.train_job"
+from db.task_names import TRAIN_JOB
 
 
 class EnqueueError(RuntimeError):
@@ -33,7 +32,7 @@ def enqueue_job(job_id: str, *, settings: Settings | None = None) -> None:
     a worker may start on it at once."""
     broker_url = (settings or get_settings()).broker_url
     try:
-        celery_client(broker_url).send_task(TRAIN_JOB_TASK, args=[job_id])
+        celery_client(broker_url).send_task(TRAIN_JOB, args=[job_id])
     except (KombuError, OSError) as error:
         raise EnqueueError(f"the broker did not take job {job_id}: {error}") from error
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 
@@ -13,24 +12,13 @@ from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
 from worker.dataplane import data_plane
+from worker.dispatch import RankLauncher, launch_rank
 from worker.links import local_address
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
 from worker.ranks import Mailboxes, RemoteRanks, Team, gather_ranks, slot_bytes_for
 
 log = logging.getLogger(__name__)
-
-TRAIN_JOB = "shardtrain.train_job"
-TRAIN_RANK = "shardtrain.train_rank"
-
-RankLauncher = Callable[[str, int, int], None]  # (job id, attempt, rank)
-
-
-def launch_by_name(job_id: str, attempt: int, rank: int) -> None:
-    from worker.app import celery_app
-
-    celery_app.send_task(TRAIN_RANK, args=[job_id, attempt, rank])
-
 
 def rank_limit(spec: TrainSpec, cap: object, settings: Settings) -> int:
     """The most ranks this job may use: its shards and its spec's cap."""
@@ -62,7 +50,7 @@ def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: 
         if idle is not None:
             wanted = min(wanted, 1 + idle)
     for rank in range(1, wanted):
-        (launch or launch_by_name)(job_id, attempt, rank)
+        (launch or launch_rank)(job_id, attempt, rank)
     return wanted
 
 

@@ -34,7 +34,8 @@ from db.queries.leases import claim_job, holds_lease, release_job
 from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings, get_settings
 from worker import records
-from worker.leading import TRAIN_JOB, Gathering, RankLauncher, launch_ranks
+from worker.dispatch import RankLauncher, Requeue, requeue_job
+from worker.leading import Gathering, launch_ranks
 from worker.loading import load_input, planned_network
 from worker.ranks import RemoteRanks
 from worker.records import LeaseLost, Progress, fresh_job, owned
@@ -43,16 +44,6 @@ from worker.telemetry import STEP_SECONDS
 from worker.writer import Writer
 
 log = logging.getLogger(__name__)
-
-Requeue = Callable[[str], None]
-"""Sends job ``job_id`` to the workers again."""
-
-
-def requeue_by_name(job_id: str) -> None:
-    from worker.app import celery_app
-
-    celery_app.send_task(TRAIN_JOB, args=[job_id])
-
 
 class DatabaseUnavailable(Exception):
     """The database failed; retry with ``lease`` (the attempt this leader held, if any), so
@@ -101,7 +92,7 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
                 return started
             trainer, progress, initial = started
             return _lead(job_id, attempt, trainer, progress, initial, gathering, factory,
-                         settings, requeue or requeue_by_name)
+                         settings, requeue or requeue_job)
     except DBAPIError as exc:
         if not _outage(exc):
             raise

@@ -5,13 +5,13 @@ from __future__ import annotations
 from celery import Task
 
 from db.logs import job_context
+from db.task_names import TRAIN_JOB, TRAIN_RANK
 from worker import presence, shutdown, watchdog  # noqa: F401  (their signal handlers)
 from worker.app import celery_app
-from worker.leading import TRAIN_JOB, TRAIN_RANK
 from worker.rank_runner import run_rank
 from worker.runner import DatabaseUnavailable, run_job
 
-__all__ = ["TRAIN_JOB", "train_job", "train_rank"]
+__all__ = ["train_job", "train_rank"]
 
 RETRY_BACKOFF_MAX_S = 60
 

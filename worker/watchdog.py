@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db.engine import SessionFactory, get_engine, get_session_factory, session_scope
 from db.queries.leases import StallReport, requeue_stalled
 from db.settings import Settings, get_settings
-from worker.runner import Requeue, requeue_by_name
+from worker.dispatch import Requeue, requeue_job
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def check_stalled(factory: SessionFactory, settings: Settings, requeue: Requeue)
 def _watch(settings: Settings) -> None:
     while not _stop.wait(settings.watchdog_interval_s):
         try:
-            check_stalled(get_session_factory(), settings, requeue_by_name)
+            check_stalled(get_session_factory(), settings, requeue_job)
         except (SQLAlchemyError, OSError) as error:  # the next pass tries again
             log.warning("watchdog pass failed: %s", error)
         except Exception:  # a watchdog that dies silently is worse than a noisy one

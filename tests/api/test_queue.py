@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from api.queue import TRAIN_JOB_TASK, broker_reachable, celery_client, enqueue_job
+from api.queue import broker_reachable, celery_client, enqueue_job
 from db.settings import Settings
+from db.task_names import TRAIN_JOB
 
 
 def test_enqueue_sends_the_train_task_by_name_as_json(tmp_path: Any) -> None:
@@ -18,7 +19,7 @@ def test_enqueue_sends_the_train_task_by_name_as_json(tmp_path: Any) -> None:
             message = queue.get(timeout=2)
         finally:
             queue.close()
-    assert message.headers["task"] == TRAIN_JOB_TASK == "shardtrain.train_job"
+    assert message.headers["task"] == TRAIN_JOB == "shardtrain.train_job"
     assert message.content_type == "application/json"
     args, kwargs, _ = json.loads(message.body)
     assert (args, kwargs) == (["job-1"], {})

@@ -22,6 +22,7 @@ import redis
 from celery import Celery
 
 from api.client import Client
+from db.task_names import TRAIN_RANK
 from tests.deploy.compose_commands import (
     REPO_ROOT,
     load_compose,
@@ -45,7 +46,6 @@ E2E_ENV = {
 MIGRATE_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 60.0
-TRAIN_RANK = "shardtrain.train_rank"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from core.npz import to_npz
+from db.task_names import TRAIN_JOB
 from tests.e2e.checks import (
     Reference,
     assert_every_step_once,
@@ -116,7 +117,7 @@ def test_a_duplicate_delivery_runs_no_second_leader(
     wait_step(cluster, job["id"], 1, 60.0)
     # The same message again, twice, while the leader runs: the other worker takes them.
     for _ in range(2):
-        cluster.celery.send_task("shardtrain.train_job", args=[job["id"]])
+        cluster.celery.send_task(TRAIN_JOB, args=[job["id"]])
     done = cluster.wait_job(job["id"], 90.0)
     assert_succeeded(done)
     assert done["attempt"] == 1, done
@@ -144,7 +145,7 @@ def test_a_pickled_message_is_not_executed_and_the_worker_survives(
         connection.Producer().publish(
             ((_Planted(planted),), {}, {}), routing_key="celery", exchange="",
             serializer="pickle",
-            headers={"task": "shardtrain.train_job", "id": str(uuid4()), "lang": "py"})
+            headers={"task": TRAIN_JOB, "id": str(uuid4()), "lang": "py"})
     wait_until("the workers to refuse the pickled message",
                lambda: "pickle" in _worker_logs(cluster), 15.0)
     assert not planted.exists()

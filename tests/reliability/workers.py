@@ -7,6 +7,7 @@ import os
 import signal
 from itertools import count
 
+from db.task_names import TRAIN_JOB
 from tests.deploy.compose_commands import load_compose, service_argv
 from tests.e2e.cluster import Cluster
 from tests.e2e.processes import Process, wait_until
@@ -39,7 +40,7 @@ def leader_of(cluster: Cluster, job_id: str, timeout: float = 15.0) -> tuple[Pro
     def find() -> tuple[Process, int] | None:
         for name, tasks in cluster.active().items():
             for task in tasks:
-                if task.get("name") == "shardtrain.train_job" and \
+                if task.get("name") == TRAIN_JOB and \
                         task.get("args", [None])[0] == job_id:
                     node = name.split("@", 1)[0]  # w<n>, started as process worker<n>
                     process = next(p for p in cluster.worker_processes

@@ -14,11 +14,12 @@ from celery.contrib.testing.worker import start_worker
 from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.settings import Settings
+from db.task_names import TRAIN_JOB
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
 from worker import runner
 from worker.app import make_celery
-from worker.tasks import TRAIN_JOB
+from worker.tasks import train_job
 
 
 @pytest.fixture
@@ -36,6 +37,7 @@ def test_a_job_sent_by_task_name_is_trained(app: Celery, factory: SessionFactory
         X, y = blobs(n=80, seed=0, dtype=np.float32)
         job_id = add_job(session, add_dataset(session, X, y),
                          {"epochs": 2, "batch_size": 16, "shards": 2}).id
+    assert train_job.name == TRAIN_JOB  # the task the workers register
     client = Celery("client", broker=app.conf.broker_url)  # the API's side knows only the name
     client.send_task(TRAIN_JOB, args=[job_id])
     deadline = time.monotonic() + 30
