@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache, cached
 from sqlalchemy.orm import Session
 
 from core.data import InvalidDataError, check_arrays, output_width
@@ -36,46 +36,31 @@ class TrainingInput:
 # (a sweep, a retry, the other ranks' next job) starts without reading, decoding and checking
 # it again (checking alone reads every value: 10 ms for 188 MB here).
 CACHED_DATASETS = 2
-_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 # Their targets as jobs encode them (by hash, output, loss and dtype): a leader and its ranks,
 # and the next job of a sweep, neither fit nor one-hot encode the labels again (2 ms for the
 # 60,000 rows of bench.service's reference job, on the way to its first step).
 CACHED_TARGETS = 4
-_targets: OrderedDict[tuple[str, str, str, str], Targets] = OrderedDict()
+# The leader's gathering thread and its training thread may load at once.
 _cache_lock = threading.Lock()
 
 
+@cached(LRUCache(maxsize=CACHED_DATASETS), key=lambda dataset: dataset.sha256, lock=_cache_lock)
 def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of ``dataset``, checked (``core.data.check_arrays``) and shared read-only
-    between the jobs of this process. Raises InvalidDataError."""
-    with _cache_lock:
-        if dataset.sha256 in _cache:
-            _cache.move_to_end(dataset.sha256)
-            return _cache[dataset.sha256]
+    between the jobs of this process. Raises InvalidDataError (and keeps nothing)."""
     arrays = from_npz(dataset.content)
     X, y = check_arrays(arrays["X"], arrays["y"])
     X.flags.writeable = y.flags.writeable = False
-    with _cache_lock:
-        _cache[dataset.sha256] = X, y
-        while len(_cache) > CACHED_DATASETS:
-            _cache.popitem(last=False)
     return X, y
 
 
+@cached(LRUCache(maxsize=CACHED_TARGETS), lock=_cache_lock,
+        key=lambda dataset, spec: (dataset.sha256, spec.model.output, spec.loss, spec.dtype))
 def dataset_targets(dataset: Dataset, spec: TrainSpec) -> Targets:
     """``core.job.encode_targets`` of ``dataset``'s ``y``, shared read-only between the jobs
-    of this process. Raises InvalidDataError."""
-    key = (dataset.sha256, spec.model.output, spec.loss, spec.dtype)
-    with _cache_lock:
-        if key in _targets:
-            _targets.move_to_end(key)
-            return _targets[key]
+    of this process. Raises InvalidDataError (and keeps nothing)."""
     targets = encode_targets(spec, dataset_arrays(dataset)[1])
     targets[1].flags.writeable = False
-    with _cache_lock:
-        _targets[key] = targets
-        while len(_targets) > CACHED_TARGETS:
-            _targets.popitem(last=False)
     return targets
 
 
