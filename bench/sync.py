@@ -29,12 +29,12 @@ from celery import Celery, chord
 
 from core.optimizers import SGD
 from db.settings import Settings
-from worker.dataplane import RedisDataPlane
-from worker.links import LinkClosed
+from worker.dataplane import JoinPlane, Mailboxes, join_plane
+from worker.links import Buffers, Link, LinkClosed
 from worker.messages import GRADS, SUMS, decode, encode
 from worker.ranks import (
-    Mailboxes,
     RemoteRanks,
+    Team,
     await_assignment,
     gather_ranks,
     join,
@@ -54,19 +54,57 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 # --- shardtrain's exchange ------------------------------------------------------------------
 
-def _echo_rank(boxes: Mailboxes, rank: int, started: Barrier) -> None:
-    """A rank that answers at once with a zero partial sum for its one shard: each PARAMS, and
-    in a pair the REPLICA and then every SUMS (which starts the next round); the leader's
-    assignment says whether its link is TCP or Redis mailboxes. It joins once every rank has
-    started (the ``started`` barrier), as the idle workers' rank tasks join within moments of
-    each other: processes spawned one by one on a busy machine start too far apart for the
-    leader, which would go on without the late ones."""
-    plane = RedisDataPlane.from_url(DATA_PLANE_URL)
+Transport = Literal["shared", "tcp", "redis"]
+
+
+class MailboxLink:
+    """A link as two Redis mailboxes, every payload copied into the server and out of it: how
+    ranks stepped before they had links of their own, kept to compare against."""
+
+    def __init__(self, plane: JoinPlane, outbox: str, inbox: str) -> None:
+        self._plane, self._outbox, self._inbox = plane, outbox, inbox
+
+    def send(self, parts: Buffers) -> None:
+        self._plane.send(self._outbox, b"".join(parts))
+
+    def receive(self, timeout: float) -> bytes:
+        payload = self._plane.receive(self._inbox, timeout)
+        if not payload:  # nothing came, or the other side closed
+            raise LinkClosed(f"nothing in {self._inbox} for {timeout} s")
+        return payload
+
+    def exchange(self, parts: Buffers, timeout: float) -> bytes:
+        self.send(parts)  # a mailbox holds any payload: nobody waits for it to be read
+        return self.receive(timeout)
+
+    def close(self) -> None:
+        self._plane.send(self._outbox, b"")
+        self._plane.drop(self._inbox)
+
+
+def mailbox_link(plane: JoinPlane, boxes: Mailboxes, rank: int, *, leader: bool) -> MailboxLink:
+    """One end of rank ``rank``'s link through mailboxes: the leader's, or the rank's."""
+    down, up = f"{boxes.rank(rank)}:down", f"{boxes.rank(rank)}:up"
+    return MailboxLink(plane, down, up) if leader else MailboxLink(plane, up, down)
+
+
+def _echo_rank(boxes: Mailboxes, rank: int, started: Barrier, transport: Transport) -> None:
+    """A rank that answers at once with a zero partial sum for its one shard (its own
+    number): each PARAMS, and in a pair the REPLICA and then every SUMS (which starts the next
+    round). Over links it joins once every rank has started (the ``started`` barrier), as the
+    idle workers' rank tasks join within moments of each other: processes spawned one by one
+    on a busy machine start too far apart for the leader, which would go on without the late
+    ones. Through mailboxes it needs no joining."""
+    plane = join_plane(DATA_PLANE_URL)
     started.wait(60)
-    join(plane, boxes, rank)
-    assignment = await_assignment(plane, boxes, rank, 30.0)
-    assert assignment is not None
-    owned, link = assignment
+    link: Link
+    if transport == "redis":
+        owned, link = [rank], mailbox_link(plane, boxes, rank, leader=False)
+    else:
+        join(plane, boxes, rank)
+        assignment = await_assignment(plane, boxes, rank, 30.0)
+        assert assignment is not None
+        owned, link = assignment
     partial = np.zeros(PARAMS_COUNT, dtype=np.float32)
     try:
         message = decode(link.receive(30.0))
@@ -79,8 +117,6 @@ def _echo_rank(boxes: Mailboxes, rank: int, started: Barrier) -> None:
         return
 
 
-Transport = Literal["shared", "tcp", "redis"]
-
 
 def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str, float]:
     """Rounds over links, with shared slots or TCP alone (the design), or through Redis
@@ -88,16 +124,20 @@ def shardtrain_rounds(ranks: int, rounds: int, transport: Transport) -> dict[str
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     context = multiprocessing.get_context("spawn")
     started = context.Barrier(ranks - 1)
-    children = [context.Process(target=_echo_rank, args=(boxes, rank, started))
+    children = [context.Process(target=_echo_rank, args=(boxes, rank, started, transport))
                 for rank in range(1, ranks)]
     for child in children:
         child.start()
-    plane = RedisDataPlane.from_url(DATA_PLANE_URL)
+    plane = join_plane(DATA_PLANE_URL)
     params = np.random.default_rng(0).random(PARAMS_COUNT, dtype=np.float32)
-    team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0,
-                        None if transport == "redis" else "127.0.0.1", 30.0,
-                        shared_dir=Settings().shared_memory_dir if transport == "shared" else None,
-                        slot_bytes=slot_bytes_for(params.nbytes))
+    if transport == "redis":
+        team = Team({rank: [rank] for rank in range(1, ranks)},
+                    {rank: mailbox_link(plane, boxes, rank, leader=True)
+                     for rank in range(1, ranks)})
+    else:
+        team = gather_ranks(plane, boxes, ranks - 1, ranks, 60.0, "127.0.0.1", 30.0,
+                            shared_dir=Settings().shared_memory_dir if transport == "shared"
+                            else None, slot_bytes=slot_bytes_for(params.nbytes))
     remote = RemoteRanks(team, ranks, params, 30.0, local_sgd=False)
     remote_nodes = [(rank, rank + 1) for rank in range(1, ranks)]
     optimizers = [SGD(PARAMS_COUNT, np.dtype(np.float32))]  # no state to replicate

@@ -1,8 +1,8 @@
 """The one configuration object that the API, the workers and the migrations share.
 
 Every field reads ``SHARDTRAIN_<NAME>`` from the environment. With nothing set, the settings
-describe the embedded default: a SQLite file under ``~/.shardtrain``, the in-process broker
-and data plane, and a server bound to the loopback interface.
+describe the embedded default: a SQLite file under ``~/.shardtrain``, the in-process broker,
+jobs on one rank, and a server bound to the loopback interface.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     broker_url: str = "memory://localhost/"
     result_backend: str | None = None
     redis_url: str | None = None
-    """Data plane for gradient exchange; None runs it in-process (embedded mode only)."""
+    """Where a job's ranks join their leader; None: every job runs on one rank."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     environment: Literal["development", "production"] = "development"
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         if self.is_embedded:
             problems.append("SHARDTRAIN_BROKER_URL is the in-process memory:// broker; use Redis")
         if self.redis_url is None:
-            problems.append("SHARDTRAIN_REDIS_URL is unset, which means the in-process data plane")
+            problems.append("SHARDTRAIN_REDIS_URL is unset, which runs every job on one rank")
         if problems:
             raise ValueError("unsafe settings for production: " + "; ".join(problems))
         return self

@@ -11,19 +11,20 @@ from core.optimizers import make_optimizer, state_arrays
 from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
-from worker.dataplane import data_plane
+from worker.dataplane import JoinPlane, Mailboxes, join_plane
 from worker.dispatch import RankLauncher, launch_rank
 from worker.links import local_address
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
-from worker.ranks import Mailboxes, RemoteRanks, Team, gather_ranks, slot_bytes_for
+from worker.ranks import RemoteRanks, Team, gather_ranks, slot_bytes_for
 
 log = logging.getLogger(__name__)
 
 def rank_limit(spec: TrainSpec, cap: object, settings: Settings) -> int:
-    """The most ranks this job may use: its shards and its spec's cap."""
-    if settings.is_embedded:
-        return 1  # the embedded worker is this thread
+    """The most ranks this job may use: its shards and its spec's cap; 1 where ranks cannot
+    join (they join through Redis) or cannot start (the embedded worker is one thread)."""
+    if settings.redis_url is None or settings.is_embedded:
+        return 1
     return min(spec.shards, cap) if isinstance(cap, int) else spec.shards
 
 
@@ -62,7 +63,7 @@ class Gathering:
     that ends before training, on bad data or an outage, lets its ranks go at once)."""
 
     def __init__(self, job_id: str, attempt: int, wanted: int, spec: TrainSpec,
-                 net: Network, settings: Settings) -> None:
+                 net: Network, settings: Settings, plane: JoinPlane | None = None) -> None:
         self._job_id, self._wanted, self._settings = job_id, wanted, settings
         self._team: Future[Team] | None = None
         self._attached = False
@@ -71,8 +72,11 @@ class Gathering:
         pool = ThreadPoolExecutor(max_workers=1,
                                   thread_name_prefix=f"shardtrain-gather-{job_id[:8]}")
         # In the job's logging context, which a new thread does not inherit.
-        self._team = pool.submit(copy_context().run, _gather_team, job_id, attempt, wanted,
-                                 spec, net, settings)
+        if plane is None:
+            assert settings.redis_url is not None, "ranks join through Redis"
+            plane = join_plane(settings.redis_url)
+        self._team = pool.submit(copy_context().run, _gather_team, plane, job_id, attempt,
+                                 wanted, spec, net, settings)
         pool.shutdown(wait=False)  # the thread ends with its one task; ``_team`` is waited on
 
     def attach(self, trainer: Trainer) -> RemoteRanks | None:
@@ -107,13 +111,12 @@ def _close_links(team: Future[Team]) -> None:
             link.close()
 
 
-def _gather_team(job_id: str, attempt: int, wanted: int, spec: TrainSpec, net: Network,
-                 settings: Settings) -> Team:
-    plane = data_plane(settings.redis_url)
+def _gather_team(plane: JoinPlane, job_id: str, attempt: int, wanted: int, spec: TrainSpec,
+                 net: Network, settings: Settings) -> Team:
     boxes = Mailboxes(job_id, attempt)
-    # Ranks in other processes link to this one over TCP, at the address it has on the way
-    # to Redis; without Redis they are threads here and link through memory.
-    listen_on = local_address(settings.redis_url) if settings.redis_url else None
+    assert settings.redis_url is not None
+    # The ranks link to this one over TCP, at the address it has on the way to Redis.
+    listen_on = local_address(settings.redis_url)
     try:
         return gather_ranks(plane, boxes, wanted - 1, spec.shards, settings.rank_join_s,
                             listen_on, settings.rank_timeout_s,

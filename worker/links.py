@@ -1,13 +1,11 @@
 """Links between a leader and one rank, over which every step's bytes travel.
 
-Redis (or the in-memory plane) carries the handshake: a rank joins through the leader's
-mailbox and learns its shards, the leader's address and a one-time secret. The steps then run
-over a direct TCP connection per rank, framed by length: a 400 KB round trip costs about 0.1 ms
-that way, against several through Redis, where each payload is copied in and out of the server
-(bench/sync.py measures both). When both ends run on one host, the payloads go through shared
-memory instead and the connection carries their lengths (``worker.shared_slots``). In the
-embedded default the ranks are threads of one process, and their links are in-memory
-mailboxes.
+Redis carries the handshake: a rank joins through the leader's mailbox and learns its
+shards, the leader's address and a one-time secret. The steps then run over a direct TCP
+connection per rank, framed by length: a 400 KB round trip costs about 0.1 ms that way, against
+several through Redis, where each payload is copied in and out of the server (bench/sync.py
+measures both). When both ends run on one host, the payloads go through shared memory instead
+and the connection carries their lengths (``worker.shared_slots``).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from worker.dataplane import DataPlane
 from worker.shared_slots import SLOTS, SharedSlots, accept_offer, make_offer
 
 # A frame's header: the payload's length (with _IN_SLOT set, the payload waits in the
@@ -58,35 +55,6 @@ class Link(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-_CLOSED = b""  # what a closing mailbox link leaves for the other side
-
-
-class MailboxLink:
-    """A link as two mailboxes of a data plane: the in-process default."""
-
-    def __init__(self, plane: DataPlane, outbox: str, inbox: str) -> None:
-        self._plane, self._outbox, self._inbox = plane, outbox, inbox
-
-    def send(self, parts: Buffers) -> None:
-        self._plane.send(self._outbox, b"".join(parts))
-
-    def receive(self, timeout: float) -> bytes:
-        payload = self._plane.receive(self._inbox, timeout)
-        if payload is None:
-            raise LinkClosed(f"nothing in {self._inbox} for {timeout} s")
-        if payload == _CLOSED:
-            raise LinkClosed("the other side closed the link")
-        return payload
-
-    def exchange(self, parts: Buffers, timeout: float) -> bytes:
-        self.send(parts)  # a mailbox holds any payload: nobody waits for it to be read
-        return self.receive(timeout)
-
-    def close(self) -> None:
-        self._plane.send(self._outbox, _CLOSED)
-        self._plane.drop(self._inbox)
 
 
 class SocketLink:

@@ -13,7 +13,6 @@ else.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -26,16 +25,16 @@ from celery.signals import (
 )
 
 from db.settings import get_settings
+from worker.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
 IDLE_WORKERS = "shardtrain:idle-workers"
 
 
-@lru_cache
 def _redis() -> redis.Redis | None:
     url = get_settings().redis_url
-    return redis.Redis.from_url(url, socket_timeout=2.0) if url else None
+    return redis_client(url) if url else None
 
 
 def _update(add: bool, hostname: str | None) -> None:

@@ -10,9 +10,9 @@ from core.spec import SpecError
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.settings import Settings, get_settings
-from worker.dataplane import data_plane
+from worker.dataplane import JoinPlane, Mailboxes, join_plane
 from worker.loading import load_input
-from worker.ranks import Mailboxes, await_assignment, join, serve_rank
+from worker.ranks import await_assignment, join, serve_rank
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,17 @@ ASSIGN_GRACE_S = 1.0
 
 
 def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | None = None,
-             settings: Settings | None = None) -> str:
-    """Serve as ``rank`` of attempt ``attempt`` of the job; returns what became of it."""
+             settings: Settings | None = None, plane: JoinPlane | None = None) -> str:
+    """Serve as ``rank`` of attempt ``attempt`` of the job; returns what became of it.
+    ``plane``: where to join (default: Redis at ``settings.redis_url``)."""
     factory = factory or get_session_factory()
     settings = settings or get_settings()
-    plane = data_plane(settings.redis_url)
+    if plane is None:
+        if settings.redis_url is None:
+            log.warning("rank %d of job %s cannot join: no Redis (redis_url) here", rank,
+                        job_id)
+            return "not needed"
+        plane = join_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
     if plane.is_marked(boxes.joining_closed):
         return "not needed"  # started after the leader's join window: it runs without us

@@ -16,9 +16,8 @@ the leader's parameters bit for bit. A step then waits for one transfer instead 
 row, with the optimizer step on both sides at once. The leader's state stays the one that is
 checkpointed; a re-plan sends the replica again.
 
-Joining goes through the data plane's mailboxes (``worker.dataplane``); the steps go over one
-link per rank (``worker.links``): a TCP connection when the ranks are processes, in-memory
-mailboxes when they are threads of one process.
+Joining goes through Redis mailboxes (``worker.dataplane``); the steps go over one link per
+rank (``worker.links``).
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ from core.reduce import (
     tree_sum,
 )
 from core.training import RankLost
-from worker.dataplane import DataPlane
-from worker.links import Link, LinkClosed, Listener, MailboxLink, connect
+from worker.dataplane import JoinPlane, Mailboxes
+from worker.links import Link, LinkClosed, Listener, connect
 from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, REPLICA, SUMS, Message, decode, encode
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import ROUND_SECONDS
@@ -60,28 +59,6 @@ from worker.telemetry import ROUND_SECONDS
 log = logging.getLogger(__name__)
 
 JOIN_QUIET_S = 0.2
-
-
-@dataclass(frozen=True)
-class Mailboxes:
-    """The data-plane names of one attempt of one job."""
-
-    job_id: str
-    attempt: int
-
-    @property
-    def leader(self) -> str:
-        return f"shardtrain:{self.job_id}:{self.attempt}:leader"
-
-    def rank(self, rank: int) -> str:
-        return f"shardtrain:{self.job_id}:{self.attempt}:rank{rank}"
-
-    def from_rank(self, rank: int) -> str:
-        return f"shardtrain:{self.job_id}:{self.attempt}:from{rank}"
-
-    @property
-    def joining_closed(self) -> str:
-        return f"shardtrain:{self.job_id}:{self.attempt}:joining-closed"
 
 
 def plan_ranks(shards: int, ranks: int) -> list[list[int]]:
@@ -104,14 +81,14 @@ def slot_bytes_for(param_bytes: int) -> int:
     return 2 * param_bytes + (1 << 16)
 
 
-def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, window: float,
-                 listen_on: str | None, timeout: float, *, shared_dir: Path | None = None,
+def gather_ranks(plane: JoinPlane, boxes: Mailboxes, wanted: int, shards: int, window: float,
+                 listen_on: str, timeout: float, *, shared_dir: Path | None = None,
                  slot_bytes: int = 0) -> Team:
     """Wait up to ``window`` s for ranks 1..wanted to join and give each joiner its block of
     shards. Blocks of ranks that did not join stay with the leader, so a busy cluster never
     makes a job wait for capacity it does not have. ``listen_on`` is the address to accept
-    the ranks' TCP links on; None links them through the data plane (one process). Ranks on
-    this host also share memory in ``shared_dir`` with the leader (``worker.shared_slots``).
+    the ranks' TCP links on. Ranks on this host also share memory in ``shared_dir`` with the
+    leader (``worker.shared_slots``).
 
     Idle workers start their rank tasks within milliseconds of each other, so once a rank has
     joined, ``JOIN_QUIET_S`` without another means the rest are not coming soon."""
@@ -131,18 +108,16 @@ def gather_ranks(plane: DataPlane, boxes: Mailboxes, wanted: int, shards: int, w
     plane.mark(boxes.joining_closed)
     blocks = plan_ranks(shards, 1 + len(joined))
     members = {rank: blocks[i] for i, rank in enumerate(sorted(joined), start=1)}
-    listener = (Listener(listen_on, shared_dir, slot_bytes)
-                if listen_on is not None and members else None)
-    text = f"{listener.address} {listener.secret}" if listener else ""
+    if not members:
+        return Team({}, {})
+    listener = Listener(listen_on, shared_dir, slot_bytes)
+    text = f"{listener.address} {listener.secret}"
     for rank, owned in members.items():
         plane.send(boxes.rank(rank),
                    b"".join(encode(ASSIGN, rank=rank, shards=owned, text=text)))
-    links: dict[int, Link]
-    if listener is None:
-        links = {rank: MailboxLink(plane, boxes.rank(rank), boxes.from_rank(rank))
-                 for rank in members}
-    else:
-        links = dict(listener.accept(set(members), timeout))
+    try:
+        links: dict[int, Link] = dict(listener.accept(set(members), timeout))
+    finally:
         listener.close()
     return Team({rank: members[rank] for rank in links}, links)
 
@@ -299,11 +274,11 @@ class RemoteRanks:
         self._members.clear()
 
 
-def join(plane: DataPlane, boxes: Mailboxes, rank: int) -> None:
+def join(plane: JoinPlane, boxes: Mailboxes, rank: int) -> None:
     plane.send(boxes.leader, b"".join(encode(JOIN, rank=rank)))
 
 
-def await_assignment(plane: DataPlane, boxes: Mailboxes, rank: int,
+def await_assignment(plane: JoinPlane, boxes: Mailboxes, rank: int,
                      timeout: float) -> tuple[list[int], Link] | None:
     """This rank's shards and its link to the leader, or None when the leader runs without
     it (it joined too late, or the leader is gone)."""
@@ -311,8 +286,6 @@ def await_assignment(plane: DataPlane, boxes: Mailboxes, rank: int,
     if payload is None or (assigned := decode(payload)).kind != ASSIGN:
         return None
     owned = assigned.shards.tolist()
-    if not assigned.text:
-        return owned, MailboxLink(plane, boxes.from_rank(rank), boxes.rank(rank))
     address, secret = assigned.text.split(" ", 1)
     try:
         return owned, connect(address, rank, secret, timeout)

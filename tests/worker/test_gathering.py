@@ -13,11 +13,12 @@ from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
 from tests.utils.data import blobs
+from tests.utils.fake_redis import FAKE_REDIS_URL, fake_join_plane
 from tests.utils.services import redis_url
-from worker.dataplane import data_plane
-from worker.leading import Gathering
+from worker.dataplane import Mailboxes, join_plane
+from worker.leading import Gathering, rank_limit
 from worker.links import LinkClosed
-from worker.ranks import Mailboxes, await_assignment, join
+from worker.ranks import await_assignment, join
 
 SPEC = TrainSpec.from_dict({"model": {"hidden": [8]}, "epochs": 1, "batch_size": 16,
                             "shards": 4, "seed": 3})
@@ -27,7 +28,7 @@ RANK_WAIT_S = 0.3
 
 
 def _settings() -> Settings:
-    return Settings(redis_url=None, rank_join_s=2.0, rank_timeout_s=5.0)
+    return Settings(redis_url=FAKE_REDIS_URL, rank_join_s=2.0, rank_timeout_s=5.0)
 
 
 def _trainer() -> Trainer:
@@ -36,7 +37,7 @@ def _trainer() -> Trainer:
 
 def test_a_rank_is_given_its_shards_while_the_leader_prepares() -> None:
     job_id, settings, trainer = uuid.uuid4().hex, _settings(), _trainer()
-    boxes, plane = Mailboxes(job_id, 1), data_plane(None)
+    boxes, plane = Mailboxes(job_id, 1), fake_join_plane()
     assigned: list[list[int]] = []
 
     def rank() -> None:
@@ -47,7 +48,7 @@ def test_a_rank_is_given_its_shards_while_the_leader_prepares() -> None:
             assignment[1].close()
 
     thread = threading.Thread(target=rank)
-    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings) as gathering:
+    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings, plane) as gathering:
         thread.start()
         time.sleep(2 * RANK_WAIT_S)  # the leader loads its data and builds its trainer
         thread.join(5)
@@ -59,9 +60,9 @@ def test_a_rank_is_given_its_shards_while_the_leader_prepares() -> None:
 
 def test_a_leader_that_stops_before_training_lets_its_ranks_go() -> None:
     job_id, settings, trainer = uuid.uuid4().hex, _settings(), _trainer()
-    boxes, plane = Mailboxes(job_id, 1), data_plane(None)
+    boxes, plane = Mailboxes(job_id, 1), fake_join_plane()
     join(plane, boxes, 1)
-    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings):
+    with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings, plane):
         assignment = await_assignment(plane, boxes, 1, 5.0)
         assert assignment is not None
         # The leader fails (bad data, say) and never attaches its ranks.
@@ -75,7 +76,7 @@ def test_a_leader_that_stops_does_not_wait_for_a_rank_that_never_links() -> None
     url = redis_url()
     job_id, trainer = uuid.uuid4().hex, _trainer()
     settings = Settings(redis_url=url, rank_join_s=2.0, rank_timeout_s=10.0)
-    join(data_plane(url), Mailboxes(job_id, 1), 1)  # and then fails, never linking
+    join(join_plane(url), Mailboxes(job_id, 1), 1)  # and then fails, never linking
     started = time.monotonic()
     with Gathering(job_id, 1, 2, SPEC, trainer.job.net, settings):
         time.sleep(RANK_WAIT_S)  # the join has been read and answered
@@ -85,3 +86,11 @@ def test_a_leader_that_stops_does_not_wait_for_a_rank_that_never_links() -> None
 def test_a_leader_alone_gathers_nothing() -> None:
     with Gathering(uuid.uuid4().hex, 1, 1, SPEC, _trainer().job.net, _settings()) as gathering:
         assert gathering.attach(_trainer()) is None
+
+
+def test_without_redis_a_job_runs_on_one_rank() -> None:
+    # A dev cluster on a Redis broker without REDIS_URL: ranks could start but never join.
+    cluster = Settings(broker_url="redis://127.0.0.1:6379/0", redis_url=None)
+    assert rank_limit(SPEC, 4, cluster) == 1
+    assert rank_limit(SPEC, 4, cluster.model_copy(update={"redis_url": FAKE_REDIS_URL})) == 4
+    assert rank_limit(SPEC, 4, Settings(redis_url=FAKE_REDIS_URL)) == 1  # embedded: one thread

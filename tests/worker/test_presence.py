@@ -7,12 +7,14 @@ from types import SimpleNamespace
 import fakeredis
 import pytest
 
+from tests.utils.fake_redis import fake_redis
 from worker import presence
 
 
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
-    fake = fakeredis.FakeRedis()
+    fake = fake_redis()
+    fake.delete(presence.IDLE_WORKERS)
     monkeypatch.setattr(presence, "_redis", lambda: fake)
     return fake
 

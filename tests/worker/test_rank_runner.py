@@ -10,10 +10,10 @@ from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.settings import Settings
 from tests.utils.data import blobs
+from tests.utils.fake_redis import fake_join_plane
 from tests.utils.jobs import add_dataset, add_job
-from worker.dataplane import data_plane
+from worker.dataplane import Mailboxes
 from worker.rank_runner import run_rank
-from worker.ranks import Mailboxes
 
 
 def test_a_rank_of_a_replaced_ended_or_closed_attempt_is_not_needed(
@@ -25,18 +25,21 @@ def test_a_rank_of_a_replaced_ended_or_closed_attempt_is_not_needed(
         job.mark_running()
         job.attempt = 2
         job_id = job.id
-    started = time.monotonic()
+    started, plane = time.monotonic(), fake_join_plane()
     # Its leader restarted (attempt 2 now leads), then the job ended.
-    assert run_rank(job_id, 1, 1, factory=factory, settings=settings) == "not needed"
+    assert run_rank(job_id, 1, 1, factory=factory, settings=settings,
+                    plane=plane) == "not needed"
     with session_scope(factory) as session:
         ended = session.get(Job, job_id)
         assert ended is not None
         ended.mark_cancelled()
-    assert run_rank(job_id, 2, 1, factory=factory, settings=settings) == "not needed"
+    assert run_rank(job_id, 2, 1, factory=factory, settings=settings,
+                    plane=plane) == "not needed"
     # Never waited for an assignment (the leader's join window and grace, over a second).
     assert time.monotonic() - started < 1.0
     # A rank task that starts after its leader closed the join window does not even join.
-    plane, boxes = data_plane(settings.redis_url), Mailboxes(job_id, 3)
+    boxes = Mailboxes(job_id, 3)
     plane.mark(boxes.joining_closed)
-    assert run_rank(job_id, 3, 1, factory=factory, settings=settings) == "not needed"
+    assert run_rank(job_id, 3, 1, factory=factory, settings=settings,
+                    plane=plane) == "not needed"
     assert plane.receive(boxes.leader, 0.0) is None

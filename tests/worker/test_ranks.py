@@ -1,4 +1,5 @@
-"""Leader and ranks exchanging through the data plane, as threads of this process."""
+"""Leader and ranks joining through Redis and stepping over their links, as threads of this
+process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import fakeredis
 import numpy as np
 import pytest
 
@@ -17,12 +17,12 @@ from core.job import JobData
 from core.spec import ModelSpec, OptimizerSpec, TrainSpec
 from core.training import Trainer
 from tests.utils.data import blobs
+from tests.utils.fake_redis import fake_join_plane
 from tests.utils.services import redis_url
-from worker.dataplane import DataPlane, MemoryDataPlane, RedisDataPlane
+from worker.dataplane import JoinPlane, Mailboxes, join_plane
 from worker.links import Buffers, Link, LinkClosed, SocketLink
 from worker.messages import PARAMS, REPLICA, SUMS
 from worker.ranks import (
-    Mailboxes,
     RemoteRanks,
     Team,
     await_assignment,
@@ -43,7 +43,7 @@ LOCAL = replace(EXACT, sync_every=3)
 X, Y = blobs(n=300, seed=3, dtype=np.float32)
 
 
-def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, shared_dir: Path | None,
+def _train(spec: TrainSpec, plane: JoinPlane, listen_on: str, shared_dir: Path | None,
            ranks: int, *, dying_rank_sends: int | None = None,
            shutdown_after: int | None = None) -> Trainer:
     boxes = Mailboxes(uuid.uuid4().hex, 1)
@@ -67,9 +67,9 @@ def _train(spec: TrainSpec, plane: DataPlane, listen_on: str | None, shared_dir:
     team = gather_ranks(plane, boxes, ranks - 1, spec.shards, 5.0, listen_on, 5.0,
                         shared_dir=shared_dir, slot_bytes=slot_bytes_for(leader.params.nbytes))
     assert len(team.members) == ranks - 1
-    if listen_on is not None:  # TCP links, through shared slots when given a directory
-        assert {isinstance(link, SocketLink) and link.shared
-                for link in team.links.values()} == {shared_dir is not None}
+    # TCP links, through shared slots when given a directory
+    assert {isinstance(link, SocketLink) and link.shared
+            for link in team.links.values()} == {shared_dir is not None}
     sent: dict[int, list[bytes]] = {rank: [] for rank in team.links}
     team = Team(team.members, {rank: _Recorded(link, sent[rank])
                                for rank, link in team.links.items()})
@@ -150,24 +150,20 @@ def reference(spec: TrainSpec) -> Trainer:
     return trainer
 
 
-Transport = tuple[DataPlane, str | None, Path | None]
+Transport = tuple[JoinPlane, str, Path | None]
 
 
-@pytest.fixture(params=["memory", "fakeredis",
+@pytest.fixture(params=["fakeredis+tcp", "fakeredis+tcp+shared",
                         pytest.param("redis+tcp", marks=pytest.mark.services),
                         pytest.param("redis+tcp+shared", marks=pytest.mark.services)])
 def transport(request: pytest.FixtureRequest,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
-    """In one process: mailboxes in memory. Across processes: Redis to join, TCP to step, as
-    across hosts, or with the steps' bytes in shared slots, as on one host. And every step
-    through Redis mailboxes, on fakeredis (one shared server)."""
-    if request.param == "memory":
-        yield MemoryDataPlane(), None, None
-    elif request.param == "fakeredis":
-        yield RedisDataPlane(fakeredis.FakeRedis(server=fakeredis.FakeServer())), None, None
-    else:
-        shared = tmp_path_factory.mktemp("shm") if request.param.endswith("shared") else None
-        yield RedisDataPlane.from_url(redis_url()), "127.0.0.1", shared
+    """Redis (or fakeredis) to join, TCP to step, as across hosts, or with the steps' bytes
+    in shared slots, as on one host."""
+    shared = tmp_path_factory.mktemp("shm") if request.param.endswith("shared") else None
+    plane = (fake_join_plane() if request.param.startswith("fakeredis")
+             else join_plane(redis_url()))
+    yield plane, "127.0.0.1", shared
 
 
 @pytest.mark.parametrize("ranks", [2, 3, 5])
@@ -235,7 +231,7 @@ def test_plan_ranks_gives_contiguous_near_equal_blocks() -> None:
 
 @pytest.mark.services
 def test_redis_mailboxes_wait_past_the_client_socket_timeout() -> None:
-    plane = RedisDataPlane.from_url(redis_url())
+    plane = join_plane(redis_url())
     box = f"shardtrain:test:{uuid.uuid4().hex}"
     start = time.monotonic()
     assert plane.receive(box, 5.5) is None  # redis-py's socket timeout is 5 s
