@@ -102,7 +102,7 @@ def in_process_seconds(data_file: Path, spec: dict[str, Any]) -> tuple[float, fl
 GRADIENTS_CODE = (
     "import socket\n"
     "from core.job import JobData, ShardSet\n"
-    "from worker.links import SocketLink\n"
+    "from worker.transport.links import SocketLink\n"
     "job = JobData.prepare(spec, X, y)\n"
     "shards = json.loads(sys.argv[3])\nshard_set = ShardSet(job, shards)\n"
     "peer = (SocketLink(socket.socket(fileno=int(sys.argv[4])), 60.0)\n"

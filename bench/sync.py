@@ -29,9 +29,6 @@ from celery import Celery, chord
 
 from core.optimizers import SGD
 from db.settings import Settings
-from worker.dataplane import JoinPlane, Mailboxes, join_plane
-from worker.links import Buffers, Link, LinkClosed
-from worker.messages import GRADS, SUMS, decode, encode
 from worker.ranks import (
     RemoteRanks,
     Team,
@@ -40,6 +37,9 @@ from worker.ranks import (
     join,
     slot_bytes_for,
 )
+from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
+from worker.transport.links import Buffers, Link, LinkClosed
+from worker.transport.messages import GRADS, SUMS, decode, encode
 
 PARAMS_COUNT = 100_000  # 400 KB of float32, as PEERS.md measured
 DATA_PLANE_URL = "redis://127.0.0.1:6379/9"

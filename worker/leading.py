@@ -11,12 +11,12 @@ from core.optimizers import make_optimizer, state_arrays
 from core.spec import TrainSpec
 from core.training import Trainer
 from db.settings import Settings
-from worker.dataplane import JoinPlane, Mailboxes, join_plane
 from worker.dispatch import RankLauncher, launch_rank
-from worker.links import local_address
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
 from worker.ranks import RemoteRanks, Team, gather_ranks, slot_bytes_for
+from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
+from worker.transport.links import local_address
 
 log = logging.getLogger(__name__)
 

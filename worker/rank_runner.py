@@ -10,9 +10,9 @@ from core.spec import SpecError
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.settings import Settings, get_settings
-from worker.dataplane import JoinPlane, Mailboxes, join_plane
 from worker.loading import load_input
 from worker.ranks import await_assignment, join, serve_rank
+from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ the leader's parameters bit for bit. A step then waits for one transfer instead 
 row, with the optimizer step on both sides at once. The leader's state stays the one that is
 checkpointed; a re-plan sends the replica again.
 
-Joining goes through Redis mailboxes (``worker.dataplane``); the steps go over one link per
-rank (``worker.links``).
+Joining goes through Redis mailboxes (``worker.transport.join_plane``); the steps go over
+one link per rank (``worker.transport.links``).
 """
 
 from __future__ import annotations
@@ -50,11 +50,21 @@ from core.reduce import (
     tree_sum,
 )
 from core.training import RankLost
-from worker.dataplane import JoinPlane, Mailboxes
-from worker.links import Link, LinkClosed, Listener, connect
-from worker.messages import ASSIGN, GRADS, JOIN, PARAMS, REPLICA, SUMS, Message, decode, encode
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import ROUND_SECONDS
+from worker.transport.join_plane import JoinPlane, Mailboxes
+from worker.transport.links import Link, LinkClosed, Listener, connect
+from worker.transport.messages import (
+    ASSIGN,
+    GRADS,
+    JOIN,
+    PARAMS,
+    REPLICA,
+    SUMS,
+    Message,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +98,7 @@ def gather_ranks(plane: JoinPlane, boxes: Mailboxes, wanted: int, shards: int, w
     shards. Blocks of ranks that did not join stay with the leader, so a busy cluster never
     makes a job wait for capacity it does not have. ``listen_on`` is the address to accept
     the ranks' TCP links on. Ranks on this host also share memory in ``shared_dir`` with the
-    leader (``worker.shared_slots``).
+    leader (``worker.transport.slots``).
 
     Idle workers start their rank tasks within milliseconds of each other, so once a rank has
     joined, ``JOIN_QUIET_S`` without another means the rest are not coming soon."""

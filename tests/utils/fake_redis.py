@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from worker.dataplane import JoinPlane
+from worker.transport.join_plane import JoinPlane
 
 SERVER = fakeredis.FakeServer()
 # Any Redis URL: a leader listens for its ranks at its address on the route to it.

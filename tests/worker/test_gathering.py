@@ -15,10 +15,10 @@ from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.fake_redis import FAKE_REDIS_URL, fake_join_plane
 from tests.utils.services import redis_url
-from worker.dataplane import Mailboxes, join_plane
 from worker.leading import Gathering, rank_limit
-from worker.links import LinkClosed
 from worker.ranks import await_assignment, join
+from worker.transport.join_plane import Mailboxes, join_plane
+from worker.transport.links import LinkClosed
 
 SPEC = TrainSpec.from_dict({"model": {"hidden": [8]}, "epochs": 1, "batch_size": 16,
                             "shards": 4, "seed": 3})

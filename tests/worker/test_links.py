@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker import links
-from worker.links import POLL_S, LinkClosed, Listener, SocketLink, connect
-from worker.shared_slots import SharedSlots
+from worker.transport import links
+from worker.transport.links import POLL_S, LinkClosed, Listener, SocketLink, connect
+from worker.transport.slots import SharedSlots
 
 
 def _pair(timeout: float = 5.0) -> tuple[SocketLink, SocketLink]:

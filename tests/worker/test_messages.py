@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worker.messages import GRADS, decode, encode
+from worker.transport.messages import GRADS, decode, encode
 
 
 def test_a_message_round_trips_with_its_vectors_aligned_to_8_bytes() -> None:

@@ -12,8 +12,8 @@ from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.fake_redis import fake_join_plane
 from tests.utils.jobs import add_dataset, add_job
-from worker.dataplane import Mailboxes
 from worker.rank_runner import run_rank
+from worker.transport.join_plane import Mailboxes
 
 
 def test_a_rank_of_a_replaced_ended_or_closed_attempt_is_not_needed(

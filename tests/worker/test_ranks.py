@@ -19,9 +19,6 @@ from core.training import Trainer
 from tests.utils.data import blobs
 from tests.utils.fake_redis import fake_join_plane
 from tests.utils.services import redis_url
-from worker.dataplane import JoinPlane, Mailboxes, join_plane
-from worker.links import Buffers, Link, LinkClosed, SocketLink
-from worker.messages import PARAMS, REPLICA, SUMS
 from worker.ranks import (
     RemoteRanks,
     Team,
@@ -33,6 +30,9 @@ from worker.ranks import (
     slot_bytes_for,
 )
 from worker.shutdown import SHUTTING_DOWN
+from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
+from worker.transport.links import Buffers, Link, LinkClosed, SocketLink
+from worker.transport.messages import PARAMS, REPLICA, SUMS
 
 EXACT = TrainSpec(model=ModelSpec(hidden=(12,), activation="tanh"),
                   optimizer=OptimizerSpec(name="adam", lr=0.01), epochs=3, batch_size=40,

@@ -10,9 +10,9 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from core.optimizers import SGD
-from worker.links import LinkClosed, SocketLink
-from worker.messages import GRADS, decode, encode
 from worker.ranks import RemoteRanks, Team
+from worker.transport.links import LinkClosed, SocketLink
+from worker.transport.messages import GRADS, decode, encode
 
 
 def _slow_rank(link: SocketLink, rank: int) -> None:

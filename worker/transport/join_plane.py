@@ -1,7 +1,7 @@
 """The join plane: Redis mailboxes through which a job's ranks join their leader.
 
 A rank sends JOIN into the leader's mailbox and receives its ASSIGN in its own; a payload is
-a ``worker.messages`` message. The steps then run over links (``worker.links``), not here.
+a message of ``worker.transport.messages``. The steps then run over links, not here.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ shards, the leader's address and a one-time secret. The steps then run over a di
 connection per rank, framed by length: a 400 KB round trip costs about 0.1 ms that way, against
 several through Redis, where each payload is copied in and out of the server (bench/sync.py
 measures both). When both ends run on one host, the payloads go through shared memory instead
-and the connection carries their lengths (``worker.shared_slots``).
+and the connection carries their lengths (``worker.transport.slots``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from worker.shared_slots import SLOTS, SharedSlots, accept_offer, make_offer
+from worker.transport.slots import SLOTS, SharedSlots, accept_offer, make_offer
 
 # A frame's header: the payload's length (with _IN_SLOT set, the payload waits in the
 # receiver's shared slot, not in the frame), and how many slot payloads its sender is done with.

@@ -6,7 +6,7 @@ the sender copies a payload into a slot of a memory segment both have mapped, an
 carries only its length. Each direction has two slots, used in turn, so a receiver may keep
 reading the payload it was given while the next one is written into the other slot; a slot
 is written again only once the receiver has said, in a frame of its own, that it is done with
-what the slot held (``worker.links``). What does not fit in a slot travels inline.
+what the slot held (``worker.transport.links``). What does not fit in a slot travels inline.
 
 The segment is a file in ``shared_memory_dir`` (a tmpfs): the leader creates it with a random
 name and a random token in its first bytes, the rank maps it and checks the token, and the
