@@ -15,8 +15,8 @@ from worker.dispatch import RankLauncher, launch_rank
 from worker.planning import choose_ranks
 from worker.presence import idle_workers
 from worker.ranks import RemoteRanks, Team, gather_ranks, slot_bytes_for
+from worker.transport.handshake import local_address
 from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
-from worker.transport.links import local_address
 
 log = logging.getLogger(__name__)
 

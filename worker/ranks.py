@@ -52,8 +52,16 @@ from core.reduce import (
 from core.training import RankLost
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import ROUND_SECONDS
+from worker.transport.handshake import (
+    HandshakeError,
+    Listener,
+    Ticket,
+    connect,
+    decode_handshake,
+    encode_handshake,
+)
 from worker.transport.join_plane import JoinPlane, Mailboxes
-from worker.transport.links import Link, LinkClosed, Listener, connect
+from worker.transport.links import Link, LinkClosed
 from worker.transport.messages import (
     ASSIGN,
     GRADS,
@@ -121,7 +129,7 @@ def gather_ranks(plane: JoinPlane, boxes: Mailboxes, wanted: int, shards: int, w
     if not members:
         return Team({}, {})
     listener = Listener(listen_on, shared_dir, slot_bytes)
-    text = f"{listener.address} {listener.secret}"
+    text = encode_handshake(listener.ticket).decode()
     for rank, owned in members.items():
         plane.send(boxes.rank(rank),
                    b"".join(encode(ASSIGN, rank=rank, shards=owned, text=text)))
@@ -296,12 +304,16 @@ def await_assignment(plane: JoinPlane, boxes: Mailboxes, rank: int,
     if payload is None or (assigned := decode(payload)).kind != ASSIGN:
         return None
     owned = assigned.shards.tolist()
-    address, secret = assigned.text.split(" ", 1)
     try:
-        return owned, connect(address, rank, secret, timeout)
+        ticket = decode_handshake(Ticket, assigned.text)
+    except HandshakeError:
+        log.warning("rank %d of job %s was assigned no ticket it can read", rank, boxes.job_id)
+        return None
+    try:
+        return owned, connect(ticket, rank, timeout)
     except OSError:
         log.warning("rank %d of job %s could not reach its leader at %s", rank, boxes.job_id,
-                    address)
+                    ticket.address)
         return None
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.transport import links
-from worker.transport.links import POLL_S, LinkClosed, Listener, SocketLink, connect
+from worker.transport import handshake
+from worker.transport.handshake import Listener, connect
+from worker.transport.links import POLL_S, LinkClosed, SocketLink
 from worker.transport.slots import SharedSlots
 
 
@@ -114,7 +115,7 @@ def _linked(tmp_path: Path, slot_bytes: int = 1 << 16,
                         slot_bytes)
     rank: list[SocketLink] = []
     thread = threading.Thread(
-        target=lambda: rank.append(connect(listener.address, 1, listener.secret, 5.0)))
+        target=lambda: rank.append(connect(listener.ticket, 1, 5.0)))
     thread.start()
     try:
         leader = listener.accept({1}, 5.0)[1]
@@ -188,7 +189,7 @@ def test_without_shared_memory_the_link_stays_tcp(tmp_path: Path,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     # A rank on another host (or container) cannot map the leader's segment.
-    monkeypatch.setattr(links, "accept_offer", lambda text: None)
+    monkeypatch.setattr(handshake, "accept_offer", lambda offer: None)
     cases = [_linked(tmp_path)]
     monkeypatch.undo()
     monkeypatch.setattr(os, "posix_fallocate", refuse)  # a full tmpfs

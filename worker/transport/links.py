@@ -10,19 +10,15 @@ and the connection carries their lengths (``worker.transport.slots``).
 
 from __future__ import annotations
 
-import hmac
 import os
-import secrets
 import select
 import socket
 import struct
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
-from worker.transport.slots import SLOTS, SharedSlots, accept_offer, make_offer
+from worker.transport.slots import SLOTS, SharedSlots
 
 # A frame's header: the payload's length (with _IN_SLOT set, the payload waits in the
 # receiver's shared slot, not in the frame), and how many slot payloads its sender is done with.
@@ -198,74 +194,3 @@ class SocketLink:
         if self._slots is not None:
             self._slots.close()
 
-
-def local_address(redis_url: str) -> str:
-    """This host's address on the route to Redis: one that the other workers, which reach
-    the same Redis, can reach too (a container's own address in compose, 127.0.0.1 here)."""
-    parts = urlsplit(redis_url)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((parts.hostname or "127.0.0.1", parts.port or 6379))
-        return str(probe.getsockname()[0])
-
-
-class Listener:
-    """The leader's socket that its ranks connect to, proving themselves by the secret that
-    only the handshake through Redis told them. Each rank that does is offered shared slots
-    of ``slot_bytes`` in ``shared_dir`` (None: none), which it takes if it runs on this host."""
-
-    def __init__(self, host: str, shared_dir: Path | None = None, slot_bytes: int = 0) -> None:
-        self._sock = socket.create_server((host, 0))
-        self.address = f"{host}:{self._sock.getsockname()[1]}"
-        self.secret = secrets.token_hex(16)
-        self._shared_dir, self._slot_bytes = shared_dir, slot_bytes
-
-    def accept(self, ranks: set[int], timeout: float) -> dict[int, SocketLink]:
-        """Links to those of ``ranks`` that connect within ``timeout`` s."""
-        links: dict[int, SocketLink] = {}
-        self._sock.settimeout(timeout)
-        while len(links) < len(ranks):
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                break
-            link = SocketLink(conn, timeout)
-            try:
-                rank, secret = bytes(link.receive(timeout)).decode().split(":", 1)
-                if not (hmac.compare_digest(secret, self.secret) and int(rank) in ranks):
-                    raise ValueError("not one of this leader's ranks")
-                self._offer_slots(link, timeout)
-            except (LinkClosed, ValueError, UnicodeDecodeError):
-                link.close()
-                continue
-            links[int(rank)] = link
-        return links
-
-    def _offer_slots(self, link: SocketLink, timeout: float) -> None:
-        offer = make_offer(self._shared_dir, self._slot_bytes)
-        try:
-            link.send([offer.text.encode() if offer else b""])
-            if offer is not None and bytes(link.receive(timeout)) == b"1":
-                link.share(offer.accepted())
-        finally:
-            if offer is not None:
-                offer.withdraw()
-
-    def close(self) -> None:
-        self._sock.close()
-
-
-def connect(address: str, rank: int, secret: str, timeout: float) -> SocketLink:
-    host, port = address.rsplit(":", 1)
-    link = SocketLink(socket.create_connection((host, int(port)), timeout=timeout), timeout)
-    try:
-        link.send([f"{rank}:{secret}".encode()])
-        offer = bytes(link.receive(timeout)).decode()
-        if offer:
-            slots = accept_offer(offer)
-            link.send([b"1" if slots else b"0"])
-            if slots is not None:
-                link.share(slots)
-    except LinkClosed as exc:
-        link.close()
-        raise OSError(f"the leader at {address} ended the handshake: {exc}") from exc
-    return link

@@ -34,7 +34,7 @@ class Message:
     shards: np.ndarray  # int32: assigned shards (ASSIGN) or the shards whose losses follow
     losses: np.ndarray  # float64: per shard in ``shards``, per step of the round (GRADS)
     nodes: np.ndarray  # int32 (n, 2): [lo, hi) of the first n buffers (GRADS, SUMS)
-    text: str  # ASSIGN: where to connect and with which secret ("" in one process)
+    text: str  # ASSIGN: the leader's ``Ticket`` (``worker.transport.handshake``), as JSON
     buffers: list[memoryview]  # PARAMS, REPLICA: the parameters first; GRADS, SUMS: one partial
     # sum per node first; then the optimizer states: of the shards with local SGD (PARAMS,
     # GRADS), the replica's (REPLICA)

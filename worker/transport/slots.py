@@ -22,6 +22,7 @@ import logging
 import mmap
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,16 @@ class SharedSlots:
             self._memory.close()
 
 
+@dataclass(frozen=True)
+class SlotOffer:
+    """A segment offered to a rank: its file, the size of a slot and the token in its first
+    bytes. Without a path, nothing is offered."""
+
+    path: str | None = None
+    slot_bytes: int = 0
+    token: str = ""
+
+
 class Offer:
     """A segment a leader has created for one rank, named until the rank has answered."""
 
@@ -95,8 +106,9 @@ class Offer:
         self._memory[:len(self.token)] = self.token.encode()
 
     @property
-    def text(self) -> str:
-        return f"{self.path} {self.slot_bytes} {self.token}"
+    def message(self) -> SlotOffer:
+        """What the rank is told of it."""
+        return SlotOffer(str(self.path), self.slot_bytes, self.token)
 
     def accepted(self) -> SharedSlots:
         """The leader's end, once the rank has mapped the segment."""
@@ -123,17 +135,19 @@ def make_offer(directory: Path | None, slot_bytes: int) -> Offer | None:
         return None
 
 
-def accept_offer(text: str) -> SharedSlots | None:
-    """The rank's end of the segment an offer's ``text`` names, or None when this process
-    cannot map it: another host, another container."""
-    path, slot_bytes, token = text.rsplit(" ", 2)
+def accept_offer(offer: SlotOffer) -> SharedSlots | None:
+    """The rank's end of the segment ``offer`` names, or None when this process cannot map
+    it: none offered, another host, another container."""
+    path, slot_bytes, token = offer.path, offer.slot_bytes, offer.token
+    if path is None:
+        return None
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError:
         return None
     try:
         size = os.fstat(fd).st_size
-        if size != _segment_bytes(int(slot_bytes)):
+        if size != _segment_bytes(slot_bytes):
             return None
         memory = mmap.mmap(fd, size)
     except OSError:
@@ -147,4 +161,4 @@ def accept_offer(text: str) -> SharedSlots | None:
     # nothing behind once its rank has mapped the segment.
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    return SharedSlots(memory, int(slot_bytes), direction=1)
+    return SharedSlots(memory, slot_bytes, direction=1)
