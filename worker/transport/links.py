@@ -74,6 +74,10 @@ class SocketLink:
         # Slot payloads written and read by this end, those of the read that it is done with,
         # and those of the written that the peer said it is done with.
         self._written = self._read = self._released = self._peer_released = 0
+        # The incoming frame of the call in progress: bytes read, bytes wanted (the header's,
+        # then its payload's too), and the length of a payload waiting in a slot instead.
+        self._filled = self._need = 0
+        self._in_slot: int | None = None
 
     @property
     def shared(self) -> bool:
@@ -117,55 +121,59 @@ class SocketLink:
     def _move(self, parts: Buffers | None, receive: bool, timeout: float
               ) -> memoryview | None:
         """Send ``parts`` whole and, if ``receive``, read one payload; a view of it, valid
-        until the next call."""
+        until the next call. Raises LinkClosed."""
         self._released = self._read  # a call ends the view the last one returned
         out = self._framed(parts) if parts is not None else []
+        self._filled, self._need, self._in_slot = 0, (_HEADER.size if receive else 0), None
         now = time.perf_counter()
         deadline, polling_until = now + timeout, now + POLL_S
-        filled, need = 0, _HEADER.size  # bytes of the incoming frame read, and wanted
-        in_slot: int | None = None  # the length of a payload waiting in a slot
         try:
-            while out or (receive and filled < need):
-                moved = False
-                if out:
-                    moved = self._write(out)
-                if receive and filled < need:
-                    count = self._receive_into(filled, need)
-                    moved = moved or count > 0
-                    filled += count
-                    if filled == need == _HEADER.size:
-                        length, released = _HEADER.unpack_from(self._buffer)
-                        self._peer_released = released
-                        if length & _IN_SLOT:
-                            if self._slots is None:
-                                raise LinkClosed("a payload in shared memory on a link that "
-                                                 "has none")
-                            in_slot = length & ~_IN_SLOT
-                        else:
-                            need += length
-                            if need > len(self._buffer):
-                                grown = bytearray(need)
-                                grown[:filled] = self._buffer[:filled]
-                                self._buffer = grown
+            while out or self._filled < self._need:
+                moved = self._write(out) if out else False
+                if self._filled < self._need:
+                    moved = self._read_frame() or moved
                 if moved:
                     continue
                 now = time.perf_counter()
                 if now >= deadline:
                     raise LinkClosed(f"not done within {timeout} s")
-                if receive and not out and now < polling_until:
+                if not out and now < polling_until:
                     os.sched_yield()  # a process with work on this core runs first
                     continue
-                select.select([self._sock] if receive and filled < need else [],
+                select.select([self._sock] if self._filled < self._need else [],
                               [self._sock] if out else [], [], deadline - now)
         except OSError as exc:
             raise LinkClosed(str(exc) or type(exc).__name__) from exc
         if not receive:
             return None
-        if in_slot is not None:
+        if self._in_slot is not None:
             assert self._slots is not None
             self._read += 1
-            return self._slots.read(self._read - 1, in_slot)
-        return memoryview(self._buffer)[_HEADER.size:need]
+            return self._slots.read(self._read - 1, self._in_slot)
+        return memoryview(self._buffer)[_HEADER.size:self._need]
+
+    def _read_frame(self) -> bool:
+        """Read what has come of the incoming frame, its header first; True if any came."""
+        count = self._receive_into(self._filled, self._need)
+        self._filled += count
+        if count and self._filled == self._need == _HEADER.size:
+            self._on_header()
+        return count > 0
+
+    def _on_header(self) -> None:
+        """Take the header just read: what the peer is done with, and where the payload is
+        (in a slot, or after the header in a buffer grown to hold it)."""
+        length, self._peer_released = _HEADER.unpack_from(self._buffer)
+        if length & _IN_SLOT:
+            if self._slots is None:
+                raise LinkClosed("a payload in shared memory on a link that has none")
+            self._in_slot = length & ~_IN_SLOT
+            return
+        self._need += length
+        if self._need > len(self._buffer):
+            grown = bytearray(self._need)
+            grown[:self._filled] = self._buffer[:self._filled]
+            self._buffer = grown
 
     def _write(self, out: list[memoryview]) -> bool:
         """Send what the socket takes of ``out`` now, dropping what went; True if any did."""
