@@ -2,7 +2,7 @@
 
 One round is what a leader pays per step beyond compute, exactly as a job's steps exchange:
 with more than two ranks the parameters out to every other rank and a partial gradient sum
-back from each; with two (a pair, worker.ranks) the leader's partial sum one way and the
+back from each; with two (a pair, worker.exchange) the leader's partial sum one way and the
 rank's the other, crossing. Ranks are separate processes that answer at once (no compute), so
 the figure is the exchange alone: over the links the service uses, with the payloads in shared
 memory (ranks on the leader's host, as here) and over TCP alone (ranks on other hosts), and
@@ -29,14 +29,8 @@ from celery import Celery, chord
 
 from core.optimizers import SGD
 from db.settings import Settings
-from worker.ranks import (
-    RemoteRanks,
-    Team,
-    await_assignment,
-    gather_ranks,
-    join,
-    slot_bytes_for,
-)
+from worker.exchange import RemoteRanks
+from worker.joining import Team, await_assignment, gather_ranks, join, slot_bytes_for
 from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
 from worker.transport.links import Buffers, Link, LinkClosed
 from worker.transport.messages import GRADS, SUMS, decode, encode

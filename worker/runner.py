@@ -35,9 +35,9 @@ from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings, get_settings
 from worker import records
 from worker.dispatch import RankLauncher, Requeue, requeue_job
-from worker.leading import Gathering, launch_ranks
+from worker.exchange import RemoteRanks
+from worker.joining import Gathering, launch_ranks
 from worker.loading import load_input, planned_network
-from worker.ranks import RemoteRanks
 from worker.records import LeaseLost, Progress, fresh_job, owned
 from worker.shutdown import SHUTTING_DOWN
 from worker.telemetry import STEP_SECONDS
@@ -203,8 +203,10 @@ def _lead(job_id: str, attempt: int, trainer: Trainer, progress: Progress,
             if initial is not None:
                 writer.submit(partial(records.save_initial, factory, job_id, attempt,
                                       initial))
-            remote = gathering.attach(trainer)
-            if remote is not None:
+            team = gathering.team()
+            if team is not None:
+                remote = RemoteRanks(team, trainer.spec.shards, trainer.params,
+                                     settings.rank_timeout_s, job_id, local_sgd=trainer.local)
                 trainer.attach(remote)
             log.info("attempt %d starts at step %d of %d on %d rank(s)", attempt, trainer.step,
                      trainer.total_steps, ranks())

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that take ids and call the logic in ``worker.runner``."""
+"""Celery tasks: thin wrappers that take ids and call the leader's or a rank's logic."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from db.logs import job_context
 from db.task_names import TRAIN_JOB, TRAIN_RANK
 from worker import presence, shutdown, watchdog  # noqa: F401  (their signal handlers)
 from worker.app import celery_app
-from worker.rank_runner import run_rank
+from worker.rank import run_rank
 from worker.runner import DatabaseUnavailable, run_job
 
 __all__ = ["train_job", "train_rank"]

@@ -1,4 +1,4 @@
-"""A leader's ranks join and link while it prepares (``worker.leading.Gathering``)."""
+"""A leader's ranks join and link while it prepares (``worker.joining.Gathering``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.fake_redis import FAKE_REDIS_URL, fake_join_plane
 from tests.utils.services import redis_url
-from worker.leading import Gathering, rank_limit
-from worker.ranks import await_assignment, join
+from worker.joining import Gathering, await_assignment, join, rank_limit
 from worker.transport.join_plane import Mailboxes, join_plane
 from worker.transport.links import LinkClosed
 
@@ -52,9 +51,9 @@ def test_a_rank_is_given_its_shards_while_the_leader_prepares() -> None:
         thread.start()
         time.sleep(2 * RANK_WAIT_S)  # the leader loads its data and builds its trainer
         thread.join(5)
-        remote = gathering.attach(trainer)
-        assert remote is not None and remote.members == {1: [2, 3]}
-        remote.close()
+        team = gathering.team()
+        assert team is not None and team.members == {1: [2, 3]}
+        team.close()
     assert assigned == [[2, 3]]
 
 
@@ -85,7 +84,7 @@ def test_a_leader_that_stops_does_not_wait_for_a_rank_that_never_links() -> None
 
 def test_a_leader_alone_gathers_nothing() -> None:
     with Gathering(uuid.uuid4().hex, 1, 1, SPEC, _trainer().job.net, _settings()) as gathering:
-        assert gathering.attach(_trainer()) is None
+        assert gathering.team() is None
 
 
 def test_without_redis_a_job_runs_on_one_rank() -> None:

@@ -12,7 +12,7 @@ from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.fake_redis import fake_join_plane
 from tests.utils.jobs import add_dataset, add_job
-from worker.rank_runner import run_rank
+from worker.rank import run_rank
 from worker.transport.join_plane import Mailboxes
 
 

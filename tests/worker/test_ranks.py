@@ -19,16 +19,16 @@ from core.training import Trainer
 from tests.utils.data import blobs
 from tests.utils.fake_redis import fake_join_plane
 from tests.utils.services import redis_url
-from worker.ranks import (
-    RemoteRanks,
+from worker.exchange import RemoteRanks
+from worker.joining import (
     Team,
     await_assignment,
     gather_ranks,
     join,
     plan_ranks,
-    serve_rank,
     slot_bytes_for,
 )
+from worker.rank import serve_rank
 from worker.shutdown import SHUTTING_DOWN
 from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
 from worker.transport.links import Buffers, Link, LinkClosed, SocketLink

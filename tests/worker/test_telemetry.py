@@ -10,7 +10,8 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from core.optimizers import SGD
-from worker.ranks import RemoteRanks, Team
+from worker.exchange import RemoteRanks
+from worker.joining import Team
 from worker.transport.links import LinkClosed, SocketLink
 from worker.transport.messages import GRADS, decode, encode
 

@@ -20,7 +20,7 @@ _HEADER = struct.Struct("<cqqi")
 # how many shard ids, losses, node bounds, text bytes and buffers follow
 _COUNTS = struct.Struct("<iiiii")
 JOIN, ASSIGN, PARAMS, GRADS = b"J", b"A", b"P", b"G"
-# A pair of ranks under exact averaging (worker.ranks): REPLICA sets a rank's replica of the
+# A pair of ranks under exact averaging (worker.exchange): REPLICA sets a rank's replica of the
 # parameters and the optimizer state, SUMS carries the leader's partial sums of a round.
 REPLICA, SUMS = b"R", b"S"
 

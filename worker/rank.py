@@ -1,0 +1,203 @@
+"""A rank other than the leader: its task body, its loop and its compute.
+
+A rank joins its leader (``worker.joining``), loads the job's data, links to the leader, then
+serves rounds until the link closes: each PARAMS or REPLICA starts a round, which it computes
+and answers with a GRADS (``worker.exchange`` tells the protocol). In a pair, each SUMS steps
+the rank's replica and starts the next round. A rank keeps nothing its leader needs: if it
+dies, the ranks left take its shards.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from core.data import InvalidDataError
+from core.job import JobData, ShardSet
+from core.local_sgd import LocalRounds, round_end, round_weights
+from core.optimizers import load_shard_states, load_state_arrays, make_optimizer, shard_states
+from core.reduce import Merged, Summed, covering_nodes, spare_buffers, sum_nodes, tree_sum
+from core.spec import SpecError
+from db.engine import SessionFactory, get_session_factory, session_scope
+from db.models import Job
+from db.settings import Settings, get_settings
+from worker.joining import await_assignment, join
+from worker.loading import load_input
+from worker.shutdown import SHUTTING_DOWN
+from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
+from worker.transport.links import Link, LinkClosed
+from worker.transport.messages import GRADS, PARAMS, REPLICA, SUMS, Message, decode, encode
+
+log = logging.getLogger(__name__)
+
+# How long after the leader's join window a joined rank still waits for its shards.
+ASSIGN_GRACE_S = 1.0
+
+
+def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | None = None,
+             settings: Settings | None = None, plane: JoinPlane | None = None) -> str:
+    """Serve as ``rank`` of attempt ``attempt`` of the job; returns what became of it.
+    ``plane``: where to join (default: Redis at ``settings.redis_url``)."""
+    factory = factory or get_session_factory()
+    settings = settings or get_settings()
+    if plane is None:
+        if settings.redis_url is None:
+            log.warning("rank %d of job %s cannot join: no Redis (redis_url) here", rank,
+                        job_id)
+            return "not needed"
+        plane = join_plane(settings.redis_url)
+    boxes = Mailboxes(job_id, attempt)
+    if plane.is_marked(boxes.joining_closed):
+        return "not needed"  # started after the leader's join window: it runs without us
+    # Joined first, the database read after: the leader is waiting. The data loads between
+    # joining and the assignment, while the leader builds its own trainer. A rank that joined
+    # in time is almost always given shards; one that was not (the leader closed the window
+    # first) has loaded into its cache for nothing.
+    join(plane, boxes, rank)
+    try:
+        with session_scope(factory) as session:
+            job = session.get(Job, job_id)
+            if job is None or job.is_finished or job.attempt != attempt:
+                return "not needed"  # the job ended, or its leader restarted, before this ran
+            data = load_input(session, job)
+        job_data = JobData.prepare(data.spec, data.X, data.y, checked=True,
+                                   targets=data.targets)
+    except (InvalidDataError, SpecError, ValueError) as exc:
+        log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
+                 job_id, exc)
+        return "not needed"
+    assignment = await_assignment(plane, boxes, rank, settings.rank_join_s + ASSIGN_GRACE_S)
+    if assignment is None:
+        return "not needed"  # joined too late: the leader trains without this rank
+    owned, link = assignment
+    served = serve_rank(link, rank, job_data, owned, settings.rank_timeout_s)
+    log.info("rank %d of job %s served %d steps", rank, job_id, served)
+    return f"served {served} steps"
+
+
+class Replica:
+    """What a pair's rank keeps to step its replica of the parameters: the optimizer, and
+    buffers for the step's gradient and scratch (made once, at its first REPLICA)."""
+
+    def __init__(self, job: JobData) -> None:
+        net = job.net
+        self.optimizer = make_optimizer(job.spec.optimizer, net.n_params, net.dtype)
+        self.grad, self.scratch = net.empty(), net.empty()
+
+
+class RankShards:
+    """A rank's part of each round: its shards' partial sums over the fixed tree, with
+    exact averaging their gradients at one step, with local SGD their weighted replicas after
+    a round (``core.local_sgd``), started from the optimizer states the leader sends. In a
+    pair (``REPLICA``), it also steps its replica of the parameters with the leader's sums."""
+
+    def __init__(self, job: JobData, owned: list[int]) -> None:
+        net = job.net
+        self.job, self.owned = job, owned
+        self.shard_set = ShardSet(job, owned)
+        self.nodes = covering_nodes(0, job.spec.shards, set(owned))
+        self.sums = [net.empty() for _ in self.nodes]
+        self._spare = spare_buffers(job.spec.shards, self.sums[0])
+        self.params = net.empty()
+        self.local = job.spec.sync_every > 1
+        self._rounds = LocalRounds(self.shard_set) if self.local else None
+        self.optimizers = {shard: make_optimizer(job.spec.optimizer, net.n_params, net.dtype)
+                           for shard in owned} if self.local else {}
+        self.replica: Replica | None = None  # set by a REPLICA
+
+    def load(self, message: Message) -> None:
+        """Start from the parameters (and optimizer states) of a PARAMS or REPLICA."""
+        job = self.job
+        self.params[...] = message.vectors(job.net.dtype, 1)[0]
+        if message.kind == REPLICA:
+            if self.replica is None:
+                self.replica = Replica(job)
+            load_state_arrays(self.replica.optimizer, message.buffers[1:])
+        elif self.local:
+            load_shard_states(self.optimizers, self.owned, message.buffers[1:])
+
+    def compute(self, start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The partial sums of the round that starts after ``start`` steps, from the loaded
+        parameters; the losses (owned shards x steps of the round) and the buffers that follow
+        the sums in the reply (the optimizer states with local SGD)."""
+        job = self.job
+        row = {shard: i for i, shard in enumerate(self.owned)}
+        if self._rounds is None:
+            losses = np.zeros((len(self.owned), 1))
+            scale = job.gradient_scale / job.step_rows(start)
+
+            def leaf(shard: int, out: np.ndarray) -> None:
+                losses[row[shard], 0] = self.shard_set.gradient(shard, start, self.params, out,
+                                                                scale)[0]
+        else:
+            rounds, end = self._rounds, round_end(job, start)
+            weights = round_weights(job, start, end)
+            losses = np.zeros((len(self.owned), end - start))
+
+            def leaf(shard: int, out: np.ndarray) -> None:
+                rounds.run(shard, start, end, self.params, self.optimizers[shard],
+                           weights[shard], out, losses[row[shard]])
+
+        sum_nodes(self.nodes, leaf, self.sums, self._spare)
+        return losses, shard_states(self.optimizers, self.owned) if self.local else []
+
+    def step_replica(self, message: Message) -> None:
+        """Complete the step's tree with the leader's sums (a SUMS) and step the replica, as
+        the leader steps its parameters."""
+        replica, job = self.replica, self.job
+        assert replica is not None
+
+        def no_leaf(shard: int, out: np.ndarray) -> None:
+            raise AssertionError(f"shard {shard} is in no node the pair summed")
+
+        tree_sum(0, job.spec.shards, no_leaf, replica.grad, self._spare,
+                 known=Merged(Summed(zip(self.nodes, self.sums, strict=True)),
+                              message.node_sums(job.net.dtype)))
+        job.descend(replica.optimizer, self.params, replica.grad, replica.scratch)
+
+
+
+def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
+    """Compute this rank's partial sums for every round the leader starts (over the block of
+    shards that comes with it: ``owned`` at first, another after a re-plan), until the link
+    closes or the leader falls silent; returns the number of rounds served.
+
+    A round starts with a PARAMS or a REPLICA; in a pair, each SUMS of the round just served
+    also starts the next, from the replica stepped with it."""
+    shards = RankShards(job, owned)
+    served = 0
+    round_, step = 0, 0
+    try:
+        message = decode(link.receive(timeout))
+        # Checked at each round: a worker that is stopping leaves now (closing the link), so
+        # that it need not wait for the job's end; the leader plans these shards over the
+        # ranks left.
+        while not SHUTTING_DOWN.is_set():
+            if message.kind in (PARAMS, REPLICA):
+                if (assigned := message.shards.tolist()) != shards.owned:
+                    shards = RankShards(job, assigned)  # re-planned after a rank was lost
+                shards.load(message)
+                round_, step = message.round, message.step
+            elif (message.kind == SUMS and message.round == round_
+                  and shards.replica is not None):
+                shards.step_replica(message)
+                round_, step = round_ + 1, step + 1
+            else:
+                message = decode(link.receive(timeout))  # stale: from before a re-plan
+                continue
+            if step == job.total_steps:  # the replica's last step: the leader ends the job
+                message = decode(link.receive(timeout))
+                continue
+            losses, states = shards.compute(step)
+            reply = encode(GRADS, round=round_, step=step, rank=rank, shards=shards.owned,
+                           losses=losses, nodes=shards.nodes, buffers=[*shards.sums, *states])
+            served += 1
+            # In a pair the leader's sums cross this reply on the link: neither side waits
+            # for the other to read.
+            message = decode(link.exchange(reply, timeout))
+        return served
+    except LinkClosed:
+        return served
+    finally:
+        link.close()
