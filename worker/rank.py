@@ -10,6 +10,7 @@ dies, the ranks left take its shards.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from worker.joining import await_assignment, join
 from worker.loading import load_input
 from worker.shutdown import SHUTTING_DOWN
 from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
-from worker.transport.links import Link, LinkClosed
+from worker.transport.links import Buffers, Link, LinkClosed
 from worker.transport.messages import GRADS, PARAMS, REPLICA, SUMS, Message, decode, encode
 
 log = logging.getLogger(__name__)
@@ -157,46 +158,70 @@ class RankShards:
         job.descend(replica.optimizer, self.params, replica.grad, replica.scratch)
 
 
+@dataclass(frozen=True)
+class Round:
+    """A round for this rank to compute: the leader's number for it, and the steps done
+    before it."""
+
+    round: int
+    step: int
+
+
+class RankServer:
+    """A rank between rounds: its shards (another block after a re-plan) and the round it
+    last computed."""
+
+    def __init__(self, job: JobData, rank: int, owned: list[int]) -> None:
+        self.job, self.rank = job, rank
+        self.shards = RankShards(job, owned)
+        self.round = self.step = 0
+
+    def next_work(self, message: Message) -> Round | None:
+        """The round that ``message`` starts, or None: a message from before a re-plan, or
+        the SUMS of the job's last step (the replica's last step: the leader ends the job)."""
+        if message.kind in (PARAMS, REPLICA):
+            if (assigned := message.shards.tolist()) != self.shards.owned:
+                self.shards = RankShards(self.job, assigned)  # re-planned: a rank was lost
+            self.shards.load(message)
+            self.round, self.step = message.round, message.step
+        elif (message.kind == SUMS and message.round == self.round
+              and self.shards.replica is not None):
+            self.shards.step_replica(message)
+            self.round, self.step = self.round + 1, self.step + 1
+        else:
+            return None
+        if self.step == self.job.total_steps:
+            return None
+        return Round(self.round, self.step)
+
+    def reply(self, work: Round) -> Buffers:
+        """Compute ``work``: its GRADS, ready to send."""
+        shards = self.shards
+        losses, states = shards.compute(work.step)
+        return encode(GRADS, round=work.round, step=work.step, rank=self.rank,
+                      shards=shards.owned, losses=losses, nodes=shards.nodes,
+                      buffers=[*shards.sums, *states])
+
 
 def serve_rank(link: Link, rank: int, job: JobData, owned: list[int], timeout: float) -> int:
-    """Compute this rank's partial sums for every round the leader starts (over the block of
-    shards that comes with it: ``owned`` at first, another after a re-plan), until the link
-    closes or the leader falls silent; returns the number of rounds served.
-
-    A round starts with a PARAMS or a REPLICA; in a pair, each SUMS of the round just served
-    also starts the next, from the replica stepped with it."""
-    shards = RankShards(job, owned)
+    """Serve the rounds the leader starts over ``link``, from the block of shards ``owned``,
+    until the link closes or the leader is silent for ``timeout`` s; the rounds served."""
+    server = RankServer(job, rank, owned)
     served = 0
-    round_, step = 0, 0
+    reply: Buffers | None = None
     try:
-        message = decode(link.receive(timeout))
-        # Checked at each round: a worker that is stopping leaves now (closing the link), so
-        # that it need not wait for the job's end; the leader plans these shards over the
-        # ranks left.
-        while not SHUTTING_DOWN.is_set():
-            if message.kind in (PARAMS, REPLICA):
-                if (assigned := message.shards.tolist()) != shards.owned:
-                    shards = RankShards(job, assigned)  # re-planned after a rank was lost
-                shards.load(message)
-                round_, step = message.round, message.step
-            elif (message.kind == SUMS and message.round == round_
-                  and shards.replica is not None):
-                shards.step_replica(message)
-                round_, step = round_ + 1, step + 1
-            else:
-                message = decode(link.receive(timeout))  # stale: from before a re-plan
-                continue
-            if step == job.total_steps:  # the replica's last step: the leader ends the job
-                message = decode(link.receive(timeout))
-                continue
-            losses, states = shards.compute(step)
-            reply = encode(GRADS, round=round_, step=step, rank=rank, shards=shards.owned,
-                           losses=losses, nodes=shards.nodes, buffers=[*shards.sums, *states])
-            served += 1
-            # In a pair the leader's sums cross this reply on the link: neither side waits
-            # for the other to read.
-            message = decode(link.exchange(reply, timeout))
-        return served
+        while True:
+            # The one receive point. A reply goes with it: in a pair the leader's sums cross
+            # it on the link, and neither side waits for the other to read.
+            payload = (link.exchange(reply, timeout) if reply is not None
+                       else link.receive(timeout))
+            # A worker that is stopping leaves now, closing the link; its leader plans these
+            # shards over the ranks left.
+            if SHUTTING_DOWN.is_set():
+                return served
+            work = server.next_work(decode(payload))
+            reply = server.reply(work) if work is not None else None
+            served += work is not None
     except LinkClosed:
         return served
     finally:
