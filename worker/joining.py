@@ -71,20 +71,22 @@ class Team:
             link.close()
 
 
-def rank_limit(spec: TrainSpec, cap: object, settings: Settings) -> int:
-    """The most ranks this job may use: its shards and its spec's cap; 1 where ranks cannot
-    join (they join through Redis) or cannot start (the embedded worker is one thread)."""
+def rank_limit(spec: TrainSpec, max_ranks: int | None, settings: Settings) -> int:
+    """The most ranks this job may use: its shards and ``max_ranks`` (the spec's
+    ``max_workers``; None: auto); 1 where ranks cannot join (they join through Redis) or
+    cannot start (the embedded worker is one thread)."""
     if settings.redis_url is None or settings.is_embedded:
         return 1
-    return min(spec.shards, cap) if isinstance(cap, int) else spec.shards
+    return min(spec.shards, max_ranks) if max_ranks is not None else spec.shards
 
 
-def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network, cap: object,
-                 settings: Settings, launch: RankLauncher | None = None) -> int:
-    """Send the tasks of ranks 1..P-1 of this attempt and return P, the leader included.
-    ``cap`` is the spec's ``max_workers``."""
-    wanted = rank_limit(spec, cap, settings)
-    if not isinstance(cap, int):
+def launch_ranks(job_id: str, attempt: int, spec: TrainSpec, net: Network,
+                 max_ranks: int | None, settings: Settings,
+                 launch: RankLauncher | None = None) -> int:
+    """Send the tasks of ranks 1..P-1 of this attempt and return P, the leader included:
+    ``max_ranks`` if given, else what the cost model chooses, and no more than can start."""
+    wanted = rank_limit(spec, max_ranks, settings)
+    if max_ranks is None:
         state_bytes = 0
         if spec.sync_every > 1:  # a local SGD round also carries each shard's optimizer state
             optimizer = make_optimizer(spec.optimizer, net.n_params, net.dtype)

@@ -21,6 +21,25 @@ from db.queries.jobs import get_job
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """A job's stored spec, read once: the core's part, and the service fields a worker
+    acts on."""
+
+    train: TrainSpec
+    max_ranks: int | None  # the spec's max_workers; None: "auto"
+    init: str | None  # the job whose final weights start this one
+    submitted: dict[str, Any]  # the whole spec, stored with the weights
+
+    @classmethod
+    def read(cls, stored: dict[str, Any]) -> JobSpec:
+        """Raises SpecError for a numeric part that no longer passes the core's checks."""
+        max_workers = stored.get("max_workers", "auto")
+        return cls(train=TrainSpec.from_job_spec(stored),
+                   max_ranks=max_workers if isinstance(max_workers, int) else None,
+                   init=stored.get("init"), submitted=dict(stored))
+
+
+@dataclass(frozen=True)
 class TrainingInput:
     """A job's numeric spec, and its data, checked already (``core.data.check_arrays``)."""
 
@@ -64,14 +83,14 @@ def dataset_targets(dataset: Dataset, spec: TrainSpec) -> Targets:
     return targets
 
 
-def planned_network(session: Session, job: Job) -> tuple[TrainSpec, Network]:
-    """The job's numeric spec and network, from its dataset's description alone: a leader
-    sizes its ranks with it before it loads any rows. Raises as ``load_input`` does."""
-    spec = TrainSpec.from_job_spec(job.spec)
+def planned_network(session: Session, job: Job) -> tuple[JobSpec, Network]:
+    """The job's spec and network, from its dataset's description alone: a leader sizes its
+    ranks with it before it loads any rows. Raises as ``load_input`` does."""
+    spec = JobSpec.read(job.spec)
     dataset = _dataset(session, job)
-    n_out = output_width(dataset.task, dataset.classes, dataset.n_targets, spec.model.output,
-                         spec.loss)
-    return spec, Network.from_spec(spec, dataset.n_features, n_out)
+    n_out = output_width(dataset.task, dataset.classes, dataset.n_targets,
+                         spec.train.model.output, spec.train.loss)
+    return spec, Network.from_spec(spec.train, dataset.n_features, n_out)
 
 
 def _dataset(session: Session, job: Job) -> Dataset:
@@ -81,18 +100,17 @@ def _dataset(session: Session, job: Job) -> Dataset:
     return dataset
 
 
-def load_input(session: Session, job: Job) -> TrainingInput:
-    """Raises InvalidDataError (or SpecError) when the job cannot train as stored."""
+def load_input(session: Session, job: Job, spec: JobSpec) -> TrainingInput:
+    """The rows and initial weights of ``job`` (whose spec is ``spec``). Raises
+    InvalidDataError (or SpecError) when the job cannot train as stored."""
     dataset = _dataset(session, job)
     X, y = dataset_arrays(dataset)
-    spec = TrainSpec.from_job_spec(job.spec)
     init = None
-    init_id = job.spec.get("init")
-    if init_id:
-        source = get_job(session, tenant_id=job.tenant_id, job_id=init_id)
-        weights = get_weights(session, job_id=init_id, kind="final") if source else None
+    if spec.init:
+        source = get_job(session, tenant_id=job.tenant_id, job_id=spec.init)
+        weights = get_weights(session, job_id=spec.init, kind="final") if source else None
         if weights is None:
-            raise InvalidDataError(f"init job {init_id} has no final weights")
+            raise InvalidDataError(f"init job {spec.init} has no final weights")
         init = from_npz(weights.data)
-    return TrainingInput(spec=spec, submitted=dict(job.spec), X=X, y=y,
-                         targets=dataset_targets(dataset, spec), init=init)
+    return TrainingInput(spec=spec.train, submitted=spec.submitted, X=X, y=y,
+                         targets=dataset_targets(dataset, spec.train), init=init)

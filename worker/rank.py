@@ -24,7 +24,8 @@ from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.settings import Settings, get_settings
 from worker.joining import await_assignment, join
-from worker.loading import load_input
+from worker.loading import JobSpec, load_input
+from worker.outcome import Outcome
 from worker.shutdown import SHUTTING_DOWN
 from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
 from worker.transport.links import Buffers, Link, LinkClosed
@@ -46,11 +47,11 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
         if settings.redis_url is None:
             log.warning("rank %d of job %s cannot join: no Redis (redis_url) here", rank,
                         job_id)
-            return "not needed"
+            return Outcome.NOT_NEEDED
         plane = join_plane(settings.redis_url)
     boxes = Mailboxes(job_id, attempt)
     if plane.is_marked(boxes.joining_closed):
-        return "not needed"  # started after the leader's join window: it runs without us
+        return Outcome.NOT_NEEDED  # started after the leader's join window: it runs without us
     # Joined first, the database read after: the leader is waiting. The data loads between
     # joining and the assignment, while the leader builds its own trainer. A rank that joined
     # in time is almost always given shards; one that was not (the leader closed the window
@@ -60,17 +61,17 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
         with session_scope(factory) as session:
             job = session.get(Job, job_id)
             if job is None or job.is_finished or job.attempt != attempt:
-                return "not needed"  # the job ended, or its leader restarted, before this ran
-            data = load_input(session, job)
+                return Outcome.NOT_NEEDED  # the job ended, or its leader restarted, before this ran
+            data = load_input(session, job, JobSpec.read(job.spec))
         job_data = JobData.prepare(data.spec, data.X, data.y, checked=True,
                                    targets=data.targets)
     except (InvalidDataError, SpecError, ValueError) as exc:
         log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
                  job_id, exc)
-        return "not needed"
+        return Outcome.NOT_NEEDED
     assignment = await_assignment(plane, boxes, rank, settings.rank_join_s + ASSIGN_GRACE_S)
     if assignment is None:
-        return "not needed"  # joined too late: the leader trains without this rank
+        return Outcome.NOT_NEEDED  # joined too late: the leader trains without this rank
     owned, link = assignment
     served = serve_rank(link, rank, job_data, owned, settings.rank_timeout_s)
     log.info("rank %d of job %s served %d steps", rank, job_id, served)

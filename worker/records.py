@@ -74,7 +74,7 @@ class Progress:
         return batch
 
 
-def owned(session: Session, job_id: str, attempt: int) -> Job:
+def leased_job(session: Session, job_id: str, attempt: int) -> Job:
     """The job, fresh, if ``attempt`` still holds its lease; else ``LeaseLost``."""
     job = fresh_job(session, job_id)
     if not holds_lease(job, attempt):
@@ -89,70 +89,84 @@ def fresh_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def write(session: Session, job_id: str, attempt: int, batch: Batch) -> Job:
-    job = owned(session, job_id, attempt)
-    upsert_metrics(session, job_id=job_id, rows=batch.rows)
-    if batch.best_weights is not None and batch.best_step is not None:
-        save_weights(session, job_id=job_id, kind="best", step=batch.best_step,
-                     data=batch.best_weights)
-    if batch.step is not None and batch.epoch is not None:
-        job.mark_progress(batch.epoch, batch.step)
-    job.best_val_loss, job.best_step = batch.best_val_loss, batch.best_step
-    job.samples_per_s = batch.samples_per_s
-    job.workers = batch.ranks
-    return job
+Ending = Callable[[Session, Job], None]
+"""How a stopped job ends, written with its last rows: cancelled, failed or handed back."""
 
 
-def checkpoint(session: Session, job_id: str, step: int, state: bytes) -> None:
-    save_checkpoint(session, job_id=job_id, step=step, state=state)
-    prune_checkpoints(session, job_id=job_id, keep=CHECKPOINTS_KEPT)
+class Records:
+    """The writes of one leader's attempt at a job, each one transaction on ``factory``'s
+    database; every one first checks the lease (``LeaseLost``)."""
+
+    def __init__(self, factory: SessionFactory, job_id: str, attempt: int) -> None:
+        self.factory, self.job_id, self.attempt = factory, job_id, attempt
+
+    def _write(self, session: Session, batch: Batch) -> Job:
+        job = leased_job(session, self.job_id, self.attempt)
+        upsert_metrics(session, job_id=self.job_id, rows=batch.rows)
+        if batch.best_weights is not None and batch.best_step is not None:
+            save_weights(session, job_id=self.job_id, kind="best", step=batch.best_step,
+                         data=batch.best_weights)
+        if batch.step is not None and batch.epoch is not None:
+            job.mark_progress(batch.epoch, batch.step)
+        job.best_val_loss, job.best_step = batch.best_val_loss, batch.best_step
+        job.samples_per_s = batch.samples_per_s
+        job.workers = batch.ranks
+        return job
+
+    def _checkpoint(self, session: Session, step: int, state: bytes) -> None:
+        save_checkpoint(session, job_id=self.job_id, step=step, state=state)
+        prune_checkpoints(session, job_id=self.job_id, keep=CHECKPOINTS_KEPT)
+
+    def save_initial(self, state: bytes) -> bool:
+        """Write the state a fresh job starts from as checkpoint step 0; True when a cancel
+        of the job has been requested."""
+        with session_scope(self.factory) as session:
+            job = leased_job(session, self.job_id, self.attempt)
+            save_checkpoint(session, job_id=self.job_id, step=0, state=state)
+            return job.cancel_requested
+
+    def flush(self, batch: Batch, state: tuple[int, bytes] | None) -> bool:
+        """Write ``batch`` and the checkpoint ``state`` (step, bytes), if any; True when a
+        cancel of the job has been requested."""
+        with session_scope(self.factory) as session:
+            job = self._write(session, batch)
+            if state is not None:
+                self._checkpoint(session, *state)
+            return job.cancel_requested
+
+    def stop(self, trainer: Trainer, batch: Batch, ending: Ending) -> None:
+        """Write ``batch`` and a checkpoint of the trainer's state, then ``ending``, in one
+        transaction. The history ends at that checkpoint: an attempt that died after
+        recording later steps leaves none behind."""
+        with session_scope(self.factory) as session:
+            job = self._write(session, batch)
+            drop_metrics_after(session, job_id=self.job_id, step=trainer.step)
+            self._checkpoint(session, trainer.step, state_bytes(trainer))
+            ending(session, job)
+
+    def fail(self, error_type: str, message: str) -> None:
+        """Fail the job without another write (a fault of the service's own)."""
+        with session_scope(self.factory) as session:
+            leased_job(session, self.job_id, self.attempt).mark_failed(error_type, message)
+
+    def finish(self, trainer: Trainer, batch: Batch, last: StepEvent | None,
+               seconds: float) -> None:
+        """Write the last batch and the final weights, and mark the job succeeded. No
+        checkpoint: a job that has succeeded never resumes, and the API gives its final
+        weights as its latest checkpoint (as it gives them as the best when no epoch was
+        validated)."""
+        model = trainer.model().to_npz()
+        with session_scope(self.factory) as session:
+            job = self._write(session, batch)
+            save_weights(session, job_id=self.job_id, kind="final", step=trainer.step,
+                         data=model)
+            job.mark_succeeded(
+                final_train_loss=last.epoch_train_loss if last else None,
+                final_val_loss=last.val_loss if last else None,
+                final_val_accuracy=last.val_accuracy if last else None,
+                best_val_loss=job.best_val_loss, best_step=job.best_step,
+                samples_per_s=job.samples_per_s, seconds=seconds)
 
 
-def save_initial(factory: SessionFactory, job_id: str, attempt: int, state: bytes) -> bool:
-    """Write the state a fresh job starts from as checkpoint step 0; True when a cancel of
-    the job has been requested."""
-    with session_scope(factory) as session:
-        job = owned(session, job_id, attempt)
-        save_checkpoint(session, job_id=job_id, step=0, state=state)
-        return job.cancel_requested
-
-
-def flush(factory: SessionFactory, job_id: str, attempt: int, batch: Batch,
-          state: tuple[int, bytes] | None) -> bool:
-    """Write ``batch`` and the checkpoint ``state`` (step, bytes), if any; True when a cancel
-    of the job has been requested."""
-    with session_scope(factory) as session:
-        job = write(session, job_id, attempt, batch)
-        if state is not None:
-            checkpoint(session, job_id, *state)
-        return job.cancel_requested
-
-
-def stop(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, batch: Batch,
-         outcome: Callable[[Session, Job], None]) -> None:
-    """Write ``batch`` and a checkpoint of the trainer's state, then ``outcome`` (cancelled,
-    failed, handed back) in the same transaction. The history ends at that checkpoint: an
-    attempt that died after recording later steps leaves none behind."""
-    with session_scope(factory) as session:
-        job = write(session, job_id, attempt, batch)
-        drop_metrics_after(session, job_id=job_id, step=trainer.step)
-        checkpoint(session, job_id, trainer.step, state_bytes(trainer))
-        outcome(session, job)
-
-
-def finish(factory: SessionFactory, job_id: str, attempt: int, trainer: Trainer, batch: Batch,
-           last: StepEvent | None, seconds: float) -> str:
-    """Write the last batch and the final weights, and mark the job succeeded. No checkpoint:
-    a job that has succeeded never resumes, and the API gives its final weights as its
-    latest checkpoint (as it gives them as the best when no epoch was validated)."""
-    model = trainer.model().to_npz()
-    with session_scope(factory) as session:
-        job = write(session, job_id, attempt, batch)
-        save_weights(session, job_id=job_id, kind="final", step=trainer.step, data=model)
-        job.mark_succeeded(
-            final_train_loss=last.epoch_train_loss if last else None,
-            final_val_loss=last.val_loss if last else None,
-            final_val_accuracy=last.val_accuracy if last else None,
-            best_val_loss=job.best_val_loss, best_step=job.best_step,
-            samples_per_s=job.samples_per_s, seconds=seconds)
-        return job.status
+RecordsFactory = Callable[[SessionFactory, str, int], Records]
+"""Makes the ``Records`` of an attempt: ``Records`` itself, or a test's subclass."""

@@ -8,8 +8,8 @@ from db.logs import job_context
 from db.task_names import TRAIN_JOB, TRAIN_RANK
 from worker import presence, shutdown, watchdog  # noqa: F401  (their signal handlers)
 from worker.app import celery_app
+from worker.leader import DatabaseUnavailable, run_job
 from worker.rank import run_rank
-from worker.runner import DatabaseUnavailable, run_job
 
 __all__ = ["train_job", "train_rank"]
 

@@ -23,7 +23,7 @@ from db.settings import Settings
 from tests.utils.api import SPEC, refusal
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker.runner import run_job
+from worker.leader import run_job
 
 # 3 epochs of 8 steps on 160 rows (128 for training, batches of 16).
 TOTAL_STEPS = 24

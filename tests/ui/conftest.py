@@ -16,7 +16,7 @@ from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
 from tests.utils.server import serving
-from worker.runner import run_job
+from worker.leader import run_job
 
 # 3 epochs of 8 steps: a curve of 24 train points and 3 validation points.
 SPEC = {"model": {"hidden": [8], "activation": "tanh"}, "optimizer": {"name": "adam", "lr": 0.01},

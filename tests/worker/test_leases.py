@@ -21,7 +21,7 @@ from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker.runner import run_job
+from worker.leader import run_job
 from worker.shutdown import SHUTTING_DOWN
 from worker.watchdog import check_stalled
 

@@ -26,8 +26,9 @@ from db.queries.metrics import read_metrics
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker import records, runner
-from worker.runner import DatabaseUnavailable, run_job
+from worker import claim
+from worker.leader import DatabaseUnavailable, run_job
+from worker.records import Batch, Records, RecordsFactory
 
 SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
@@ -48,16 +49,26 @@ def _reference(spec: dict[str, Any]) -> Trainer:
     return trainer
 
 
-def _outage_at(step: int) -> Callable[[Trainer], Any]:
-    """``Trainer.train_step`` as it is, but for a database outage at ``step``."""
-    real_step = Trainer.train_step
+def _failing_flushes(fault: Callable[[Batch], None]) -> RecordsFactory:
+    """``Records`` whose progress writes first call ``fault``, which may raise."""
 
-    def failing_step(self: Trainer) -> Any:
-        if self.step == step:
-            raise OperationalError("SELECT 1", {}, Exception("database went away"))
-        return real_step(self)
+    class Failing(Records):
+        def flush(self, batch: Batch, state: tuple[int, bytes] | None) -> bool:
+            fault(batch)
+            return super().flush(batch, state)
 
-    return failing_step
+    return Failing
+
+
+def _outage_past(step: int) -> RecordsFactory:
+    """``Records`` whose progress writes meet a database outage once the job is past
+    ``step``."""
+
+    def outage(batch: Batch) -> None:
+        if batch.step is not None and batch.step > step:
+            raise OperationalError("COMMIT", {}, Exception("database went away"))
+
+    return _failing_flushes(outage)
 
 
 def test_a_job_trains_to_the_reference_weights_with_every_step_once(
@@ -93,9 +104,9 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
 def test_the_steps_go_on_while_a_write_runs(factory: SessionFactory, settings: Settings,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = _submit(factory, SPEC)
-    real_flush, real_step = records.flush, Trainer.train_step
+    real_step = Trainer.train_step
     reached = threading.Condition()
-    steps = [0]
+    steps, writes = [0], [0]
 
     def counted_step(self: Trainer) -> Any:
         event = real_step(self)
@@ -104,28 +115,26 @@ def test_the_steps_go_on_while_a_write_runs(factory: SessionFactory, settings: S
             reached.notify_all()
         return event
 
-    def flush_after_more_steps(*args: Any) -> bool:
+    def first_after_more_steps(batch: Batch) -> None:
         # The first write (at step 7) ends only once the loop has gone 3 steps past it: a loop
         # that waited for its writes would never get there.
-        with reached:
-            assert reached.wait_for(lambda: steps[0] >= 10, timeout=10)
-        monkeypatch.setattr(records, "flush", real_flush)
-        return real_flush(*args)
+        writes[0] += 1
+        if writes[0] == 1:
+            with reached:
+                assert reached.wait_for(lambda: steps[0] >= 10, timeout=10)
 
     monkeypatch.setattr(Trainer, "train_step", counted_step)
-    monkeypatch.setattr(records, "flush", flush_after_more_steps)
-    assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
+    assert run_job(job_id, factory=factory, settings=settings,
+                   writes=_failing_flushes(first_after_more_steps)) == "succeeded"
     with session_scope(factory) as session:
         assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 25))
 
 
 def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        factory: SessionFactory, settings: Settings) -> None:
     job_id = _submit(factory, SPEC)
-    real_step = Trainer.train_step
-    monkeypatch.setattr(Trainer, "train_step", _outage_at(17))
     with pytest.raises(DatabaseUnavailable) as outage:
-        run_job(job_id, factory=factory, settings=settings)
+        run_job(job_id, factory=factory, settings=settings, writes=_outage_past(14))
     assert outage.value.lease == 1
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
@@ -133,7 +142,6 @@ def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
         assert session.scalar(select(func.max(Checkpoint.step)).where(
             Checkpoint.job_id == job_id)) == 14
 
-    monkeypatch.setattr(Trainer, "train_step", real_step)
     # Its lease is still live: another delivery is refused, the retry holding it is not.
     assert run_job(job_id, factory=factory, settings=settings) == "duplicate"
     assert run_job(job_id, factory=factory, settings=settings,
@@ -176,13 +184,12 @@ def test_cancel_stops_once_a_write_has_read_it_and_keeps_history_and_checkpoint(
 
 
 def test_a_job_cancelled_after_its_leader_died_ends_at_its_last_checkpoint(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        factory: SessionFactory, settings: Settings) -> None:
     # Checkpoint 0 alone: the leader that stops records steps 1..14 past it.
     settings = settings.model_copy(update={"checkpoint_interval_s": 3600.0})
     job_id = _submit(factory, SPEC)
-    monkeypatch.setattr(Trainer, "train_step", _outage_at(17))
     with pytest.raises(DatabaseUnavailable):
-        run_job(job_id, factory=factory, settings=settings)
+        run_job(job_id, factory=factory, settings=settings, writes=_outage_past(14))
     with session_scope(factory) as session:
         assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 15))
         job = session.get(Job, job_id)
@@ -263,7 +270,7 @@ def test_a_fault_before_training_fails_the_job_instead_of_leaving_it_running(
     def overflow(*_: Any, **__: Any) -> None:
         raise OverflowError("Python int too large to convert to C long")
 
-    monkeypatch.setattr(runner, "planned_network" if where == "planning" else "load_input",
+    monkeypatch.setattr(claim, "planned_network" if where == "planning" else "load_input",
                         overflow)
     job_id = _submit(factory, SPEC)
     assert run_job(job_id, factory=factory, settings=settings) == "failed"
@@ -281,7 +288,7 @@ def test_an_outage_before_training_is_retried_not_failed(
     def outage(*_: Any, **__: Any) -> None:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(runner, "planned_network" if where == "planning" else "load_input",
+    monkeypatch.setattr(claim, "planned_network" if where == "planning" else "load_input",
                         outage)
     job_id = _submit(factory, SPEC)
     with pytest.raises(DatabaseUnavailable):
@@ -306,30 +313,28 @@ def test_init_starts_from_an_earlier_jobs_final_weights(factory: SessionFactory,
 
 
 def test_a_session_ended_by_the_server_is_an_outage_retried_with_the_lease(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        factory: SessionFactory, settings: Settings) -> None:
     from sqlalchemy.exc import InternalError
 
     job_id = _submit(factory, SPEC)
-    def ended(*args: Any) -> bool:  # as PostgreSQL reports a session it ended
+    def ended(batch: Batch) -> None:  # as PostgreSQL reports a session it ended
         raise InternalError("COMMIT", {}, Exception("idle-in-transaction timeout"),
                             connection_invalidated=True)
 
-    monkeypatch.setattr(records, "flush", ended)
     with pytest.raises(DatabaseUnavailable) as outage:
-        run_job(job_id, factory=factory, settings=settings)
+        run_job(job_id, factory=factory, settings=settings, writes=_failing_flushes(ended))
     assert outage.value.lease == 1
-    monkeypatch.undo()
     assert run_job(job_id, factory=factory, settings=settings,
                    lease=outage.value.lease) == "succeeded"
 
 
 def test_a_leader_cut_off_while_replaced_stops_instead_of_retrying(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+        factory: SessionFactory, settings: Settings) -> None:
     from sqlalchemy.exc import InternalError
 
     job_id = _submit(factory, SPEC)
 
-    def replaced_then_cut_off(*args: Any) -> bool:
+    def replaced_then_cut_off(batch: Batch) -> None:
         # Meanwhile the watchdog handed the job to another leader (attempt 2).
         with session_scope(factory) as session:
             assert release_job(session, job_id=job_id, attempt=1)
@@ -337,8 +342,8 @@ def test_a_leader_cut_off_while_replaced_stops_instead_of_retrying(
         raise InternalError("COMMIT", {}, Exception("idle-in-transaction timeout"),
                             connection_invalidated=True)
 
-    monkeypatch.setattr(records, "flush", replaced_then_cut_off)
-    assert run_job(job_id, factory=factory, settings=settings) == "superseded"
+    assert run_job(job_id, factory=factory, settings=settings,
+                   writes=_failing_flushes(replaced_then_cut_off)) == "superseded"
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         assert job is not None and (job.status, job.attempt) == ("running", 2)

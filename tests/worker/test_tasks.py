@@ -17,7 +17,7 @@ from db.settings import Settings
 from db.task_names import TRAIN_JOB
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
-from worker import runner
+from worker import leader
 from worker.app import make_celery
 from worker.tasks import train_job
 
@@ -25,8 +25,8 @@ from worker.tasks import train_job
 @pytest.fixture
 def app(settings: Settings, factory: SessionFactory,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
-    monkeypatch.setattr(runner, "get_settings", lambda: settings)
-    monkeypatch.setattr(runner, "get_session_factory", lambda: factory)
+    monkeypatch.setattr(leader, "get_settings", lambda: settings)
+    monkeypatch.setattr(leader, "get_session_factory", lambda: factory)
     app = make_celery(settings)  # memory:// broker, as in the embedded default
     with start_worker(app, pool="solo", perform_ping_check=False):
         yield app
