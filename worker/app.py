@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_init
 
+from db.engine import get_engine
 from db.logs import configure_logging
 from db.settings import Settings, get_settings
 
@@ -49,6 +50,14 @@ def _structured_logs(loglevel: int | str | None = None, **_: object) -> None:
     """A ``celery worker`` process logs the structured lines of every shardtrain process
     (job id and rank on each) instead of Celery's own format."""
     configure_logging(get_settings(), loglevel or logging.INFO)
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_: object) -> None:
+    """A pool process forked from the worker inherits its pooled database connections (the
+    watchdog's): two processes on one connection would interleave their statements. The
+    child drops them from its pool without closing the parent's sockets."""
+    get_engine().dispose(close=False)
 
 
 celery_app = make_celery(get_settings())

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.engine import SessionFactory, get_engine, get_session_factory, session_scope
+from db.engine import SessionFactory, get_session_factory, session_scope
 from db.queries.leases import StallReport, requeue_stalled
 from db.settings import Settings, get_settings
 from worker.dispatch import Requeue, requeue_job
@@ -63,10 +63,3 @@ def _start(**_: object) -> None:
 def _end(**_: object) -> None:
     _stop.set()
 
-
-@worker_process_init.connect
-def _forget_inherited_connections(**_: object) -> None:
-    # The watchdog gives the worker process pooled database connections, and a pool process
-    # forked from it inherits them: two processes on one connection would interleave their
-    # statements. The child drops them from its pool without closing the parent's sockets.
-    get_engine().dispose(close=False)
