@@ -108,9 +108,8 @@ class Records:
                          data=batch.best_weights)
         if batch.step is not None and batch.epoch is not None:
             job.mark_progress(batch.epoch, batch.step)
-        job.best_val_loss, job.best_step = batch.best_val_loss, batch.best_step
-        job.samples_per_s = batch.samples_per_s
-        job.workers = batch.ranks
+        job.record_stats(best_val_loss=batch.best_val_loss, best_step=batch.best_step,
+                         samples_per_s=batch.samples_per_s, workers=batch.ranks)
         return job
 
     def _checkpoint(self, session: Session, step: int, state: bytes) -> None:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    or_,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from db.base import Base, finite_or_none, new_id, utc_now
 
@@ -22,8 +36,13 @@ class JobStateError(RuntimeError):
 class Job(Base):
     """One training run of a job spec on a dataset.
 
-    Life cycle: ``queued -> running -> succeeded | failed | cancelled``; a queued job may be
-    cancelled directly, and a redelivered job goes ``running -> running`` with ``attempt`` + 1.
+    Life cycle: ``queued -> running -> succeeded | failed | cancelled``. Each transition is
+    named once, here. Those of the row a session holds are methods (``mark_*``,
+    ``request_cancel``, ``rewind_to``, ``record_stats``). Those that workers race for are
+    conditional UPDATEs built here and run by ``db.queries.leases``, so that one of two
+    racing workers wins: ``claim`` (queued, or running without a heartbeat, to running with
+    attempt + 1), ``release`` (running to queued), and the watchdog's ``requeue_stalled`` and
+    ``fail_stalled``.
     """
 
     __tablename__ = "jobs"
@@ -76,22 +95,26 @@ class Job(Base):
     def is_finished(self) -> bool:
         return self.status in FINISHED
 
-    def mark_running(self, now: datetime | None = None, *, workers: int | None = None) -> None:
-        """A worker (re)started the job; a redelivery after a crash counts as a new attempt."""
-        self._require("queued", "running", change="start")
-        now = now or utc_now()
-        if self.started_at is None:
-            self.started_at = now
-        self.status = "running"
-        self.heartbeat_at = now
-        self.attempt += 1
-        self.workers = workers
-
     def mark_progress(self, epoch: int, step: int, now: datetime | None = None) -> None:
         self._require("running", change="record progress of")
         self.epoch = epoch
         self.step = step
         self.heartbeat_at = now or utc_now()
+
+    def record_stats(self, *, best_val_loss: float | None, best_step: int | None,
+                     samples_per_s: float | None, workers: int) -> None:
+        """The leader's latest figures: the best validation so far, the throughput, and the
+        ranks training the job (fewer once one is lost)."""
+        self._require("running", change="record figures of")
+        self.best_val_loss, self.best_step = best_val_loss, best_step
+        self.samples_per_s = samples_per_s
+        self.workers = workers
+
+    def rewind_to(self, step: int, epoch: int) -> None:
+        """Set a job that no leader holds back to the checkpoint at ``step`` (of ``epoch``):
+        the next attempt resumes there, a cancelled job ends there."""
+        self._require("queued", change="rewind")
+        self.step, self.epoch = step, epoch
 
     def mark_succeeded(
         self,
@@ -144,3 +167,61 @@ class Job(Base):
     def _require(self, *allowed: JobStatus, change: str) -> None:
         if self.status not in allowed:
             raise JobStateError(f"cannot {change} job {self.id}: it is {self.status}")
+
+    # The transitions that workers race for, as conditional UPDATEs (see the class doc).
+
+    @classmethod
+    def claim(cls, job_id: str, *, stall_timeout_s: float, held: int | None,
+              now: datetime) -> ReturningUpdate[int]:
+        """queued, or running without a heartbeat for ``stall_timeout_s`` (or at attempt
+        ``held``, the caller's own), to running at attempt + 1; returns the new attempt. The
+        first claim's time is kept as the start."""
+        expired = or_(cls.heartbeat_at.is_(None),
+                      cls.heartbeat_at < now - timedelta(seconds=stall_timeout_s))
+        running = and_(cls.status == "running",
+                       or_(expired, cls.attempt == held) if held is not None else expired)
+        return (
+            update(cls)
+            .where(cls.id == job_id, cls.cancel_requested.is_(False),
+                   or_(cls.status == "queued", running))
+            .values(status="running", attempt=cls.attempt + 1, heartbeat_at=now, workers=1,
+                    started_at=func.coalesce(cls.started_at, now))
+            .returning(cls.attempt)
+            .execution_options(synchronize_session=False)
+        )
+
+    @classmethod
+    def release(cls, job_id: str, attempt: int) -> Update:
+        """running at ``attempt`` to queued: handed back, resumed by the next claim."""
+        return (update(cls)
+                .where(cls.id == job_id, cls.status == "running", cls.attempt == attempt)
+                .values(status="queued", workers=None)
+                .execution_options(synchronize_session=False))
+
+    @classmethod
+    def stalled(cls, cutoff: datetime) -> ColumnElement[bool]:
+        """No heartbeat since ``cutoff``, or none at all."""
+        return or_(cls.heartbeat_at.is_(None), cls.heartbeat_at < cutoff)
+
+    @classmethod
+    def requeue_stalled(cls, job_id: str, status: JobStatus, attempt: int, *,
+                        cutoff: datetime, now: datetime) -> Update:
+        """Still ``status`` at ``attempt`` and stalled since ``cutoff``, to queued, its
+        heartbeat set to ``now`` so that it is re-sent once per stall timeout."""
+        return (update(cls)
+                .where(cls.id == job_id, cls.status == status, cls.attempt == attempt,
+                       cls.stalled(cutoff))
+                .values(status="queued", heartbeat_at=now, workers=None)
+                .execution_options(synchronize_session=False))
+
+    @classmethod
+    def fail_stalled(cls, job_id: str, status: JobStatus, attempt: int, *, cutoff: datetime,
+                     message: str, now: datetime) -> Update:
+        """Still ``status`` at ``attempt`` and stalled since ``cutoff``, to failed
+        (``stalled``): ``mark_failed`` as one statement."""
+        return (update(cls)
+                .where(cls.id == job_id, cls.status == status, cls.attempt == attempt,
+                       cls.stalled(cutoff))
+                .values(status="failed", error_type="stalled", error_message=message,
+                        finished_at=now)
+                .execution_options(synchronize_session=False))

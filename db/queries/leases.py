@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from db.base import utc_now
@@ -28,25 +28,13 @@ from db.queries.dml import affected_rows
 
 def claim_job(session: Session, *, job_id: str, stall_timeout_s: float,
               held: int | None = None, now: datetime | None = None) -> int | None:
-    """Take the lease of job ``job_id``: its new attempt number, or None when another leader
-    holds a live lease (or the job has ended or was cancelled). ``held`` is the attempt the
-    caller ran before, if any."""
-    now = now or utc_now()
-    expired = or_(Job.heartbeat_at.is_(None),
-                  Job.heartbeat_at < now - timedelta(seconds=stall_timeout_s))
-    running = and_(Job.status == "running",
-                   or_(expired, Job.attempt == held) if held is not None else expired)
-    # One round trip: the conditional UPDATE returns the attempt it made (RETURNING, on both
-    # PostgreSQL and SQLite 3.35+), and the first claim's time is kept as the start.
-    statement = (
-        update(Job)
-        .where(Job.id == job_id, Job.cancel_requested.is_(False),
-               or_(Job.status == "queued", running))
-        .values(status="running", attempt=Job.attempt + 1, heartbeat_at=now, workers=1,
-                started_at=func.coalesce(Job.started_at, now))
-        .returning(Job.attempt)
-        .execution_options(synchronize_session=False)
-    )
+    """Take the lease of job ``job_id`` (``Job.claim``): its new attempt number, or None when
+    another leader holds a live lease (or the job has ended or was cancelled). ``held`` is the
+    attempt the caller ran before, if any."""
+    # One round trip: the UPDATE returns the attempt it made (RETURNING, on both PostgreSQL
+    # and SQLite 3.35+).
+    statement = Job.claim(job_id, stall_timeout_s=stall_timeout_s, held=held,
+                          now=now or utc_now())
     return session.execute(statement).scalar_one_or_none()
 
 
@@ -56,15 +44,9 @@ def holds_lease(job: Job, attempt: int) -> bool:
 
 
 def release_job(session: Session, *, job_id: str, attempt: int) -> bool:
-    """Hand the job back to the queue (``queued``, resumed from its checkpoint by the next
-    claim); False if ``attempt`` no longer held it."""
-    statement = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
-        .values(status="queued", workers=None)
-        .execution_options(synchronize_session=False)
-    )
-    return affected_rows(session, statement) == 1
+    """Hand the job back to the queue (``Job.release``); False if ``attempt`` no longer held
+    it."""
+    return affected_rows(session, Job.release(job_id, attempt)) == 1
 
 
 @dataclass(frozen=True)
@@ -88,26 +70,19 @@ def requeue_stalled(session: Session, *, stall_timeout_s: float, max_attempts: i
     """
     now = now or utc_now()
     cutoff = now - timedelta(seconds=stall_timeout_s)
-    last_sign = Job.heartbeat_at.is_(None)
     stalled = or_(
-        and_(Job.status == "running", or_(last_sign, Job.heartbeat_at < cutoff)),
-        and_(Job.status == "queued", Job.created_at < cutoff,
-             or_(last_sign, Job.heartbeat_at < cutoff)))
+        and_(Job.status == "running", Job.stalled(cutoff)),
+        and_(Job.status == "queued", Job.created_at < cutoff, Job.stalled(cutoff)))
     candidates = session.execute(select(Job.id, Job.status, Job.attempt).where(stalled)).all()
     report = StallReport([], [])
     for job_id, status, attempt in candidates:
-        same = (Job.id == job_id, Job.status == status, Job.attempt == attempt,
-                or_(last_sign, Job.heartbeat_at < cutoff))
         if attempt >= max_attempts:
             message = (f"no progress for {stall_timeout_s:g} s (stall_timeout_s) on attempt "
                        f"{attempt} of max_attempts={max_attempts}")
-            changed = affected_rows(session, update(Job).where(*same).values(
-                status="failed", error_type="stalled", error_message=message, finished_at=now,
-            ).execution_options(synchronize_session=False))
-            if changed:
+            if affected_rows(session, Job.fail_stalled(job_id, status, attempt, cutoff=cutoff,
+                                                       message=message, now=now)):
                 report.failed.append(job_id)
-        elif affected_rows(session, update(Job).where(*same).values(
-                status="queued", heartbeat_at=now, workers=None,
-        ).execution_options(synchronize_session=False)):
+        elif affected_rows(session, Job.requeue_stalled(job_id, status, attempt, cutoff=cutoff,
+                                                        now=now)):
             report.requeued.append(job_id)
     return report

@@ -92,7 +92,7 @@ def rewind_to_checkpoint(session: Session, job: Job) -> None:
     drop_metrics_after(session, job_id=job.id, step=step)
     epoch = session.scalar(select(Metric.epoch).where(Metric.job_id == job.id,
                                                       Metric.step == step))
-    job.step, job.epoch = step, epoch or 0
+    job.rewind_to(step, epoch or 0)
 
 
 def read_metrics(session: Session, *, job_id: str, since_step: int | None = None,

@@ -23,6 +23,7 @@ from db.models import Job
 from db.queries.checkpoints import save_checkpoint, save_weights
 from db.queries.tenants import create_tenant, issue_token
 from db.settings import Settings
+from tests.utils.jobs import claimed
 from tests.utils.live import local_service
 
 LIMITS: dict[str, Any] = {
@@ -116,7 +117,7 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
             spec = TrainSpec.from_job_spec(job.spec)
             trainer = Trainer(spec, X, y, submitted=job.spec)
             save_checkpoint(session, job_id=job_id, step=0, state=state_bytes(trainer))
-            job.mark_running(workers=1)
+            claimed(job)
             result = trainer.run()
             save_weights(session, job_id=job_id, kind="final", step=result.steps,
                          data=trainer.model().to_npz())

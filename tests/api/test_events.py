@@ -22,7 +22,7 @@ from db.queries.metrics import MetricColumns, read_metrics, upsert_metrics
 from db.settings import Settings
 from tests.utils.api import SPEC, refusal
 from tests.utils.data import blobs
-from tests.utils.jobs import add_dataset, add_job
+from tests.utils.jobs import add_dataset, add_job, claimed
 from worker.leader import run_job
 
 # 3 epochs of 8 steps on 160 rows (128 for training, batches of 16).
@@ -117,7 +117,7 @@ def test_a_running_job_streams_rows_as_the_leader_writes_them(
     with session_scope(session_factory) as session:
         job = add_job(session, add_dataset(session, *blobs(n=160, seed=1)),
                       {"epochs": 3, "batch_size": 16})
-        job.mark_running(workers=1)
+        claimed(job)
         upsert_metrics(session, job_id=job.id, rows=rows[:5])
         job.mark_progress(1, 5)
         job_id = job.id

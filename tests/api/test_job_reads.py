@@ -18,6 +18,7 @@ from db.queries.checkpoints import save_checkpoint
 from db.queries.metrics import upsert_metrics
 from tests.utils.api import refusal, submitted, upload
 from tests.utils.data import blobs
+from tests.utils.jobs import claimed
 
 
 @pytest.fixture
@@ -45,14 +46,14 @@ def change(session_factory: SessionFactory) -> Callable[..., None]:
 
 
 def succeed(job: Job, *, val_loss: float = 1.0, accuracy: float = 0.5) -> None:
-    job.mark_running()
+    claimed(job)
     job.mark_succeeded(final_train_loss=val_loss, final_val_loss=val_loss,
                        final_val_accuracy=accuracy, best_val_loss=val_loss, best_step=18,
                        samples_per_s=100.0, seconds=1.0)
 
 
 def fail(job: Job) -> None:
-    job.mark_running()
+    claimed(job)
     job.mark_failed("diverged", "at step 3")
 
 
@@ -71,7 +72,8 @@ def test_a_running_job_shows_progress_and_its_latest_metrics(
     record(session_factory, job_id, rows)
 
     def at_step_12(job: Job) -> None:
-        job.mark_running(workers=2)
+        claimed(job).record_stats(best_val_loss=None, best_step=None, samples_per_s=None,
+                                  workers=2)
         job.mark_progress(2, 12)
 
     change(job_id, at_step_12)
@@ -196,8 +198,7 @@ def test_cancelling_a_job_handed_back_ends_it_at_its_last_checkpoint(
     with session_scope(session_factory) as session:
         job = session.get(Job, job_id)
         assert job is not None
-        job.mark_running()
-        job.mark_progress(2, 6)
+        claimed(job).mark_progress(2, 6)
         upsert_metrics(session, job_id=job_id,
                        rows=[(step, 1 + step // 4, 1.0 / step, None, None)
                              for step in range(1, 7)])
@@ -220,7 +221,7 @@ def test_cancel(client: TestClient, auth: dict[str, str], dataset: str,
     assert again.status_code == 200 and again.json() == response.json()
 
     running = submitted(client, auth, dataset)["id"]
-    change(running, lambda job: job.mark_running())
+    change(running, claimed)
     response = client.post(f"/v1/jobs/{running}/cancel", headers=auth)
     assert response.status_code == 200
     assert (response.json()["status"], response.json()["cancel_requested"]) == ("running", True)

@@ -25,6 +25,7 @@ from db.queries.jobs import (
 )
 from db.queries.pagination import InvalidCursor
 from db.queries.tenants import create_tenant
+from tests.utils.jobs import claimed
 
 AddJob = Callable[..., Job]
 
@@ -91,7 +92,7 @@ def test_count_queued_counts_only_queued_jobs_of_the_tenant(
     session: Session, add_job: AddJob, tenant: Tenant
 ) -> None:
     add_job()
-    add_job().mark_running()
+    claimed(add_job())
     add_job().mark_cancelled()
     session.flush()
     assert count_queued(session, tenant_id=tenant.id) == 1
@@ -205,7 +206,7 @@ def test_filters_by_status_name_dataset_and_time(
     add_job: AddJob,
     add_dataset: Callable[..., Dataset],
 ) -> None:
-    runs[0].mark_running()
+    claimed(runs[0])
     session.flush()
     other_dataset = add_dataset(tenant, content=b"other data")
     on_other = add_job(dataset_id=other_dataset.id)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from db.models import Job
 from db.queries.metrics import read_metrics, upsert_metrics
 from db.queries.stats import jobs_by_status, running_rates
+from tests.utils.jobs import claimed
 
 
 def test_jobs_by_status_and_the_rates_of_running_jobs(
@@ -19,7 +20,7 @@ def test_jobs_by_status_and_the_rates_of_running_jobs(
     fast, slow, starting, done = (add_job(spec={"epochs": 1, "batch_size": batch})
                                   for batch in (10, 4, 8, 8))
     for job in (fast, slow, starting, done):
-        job.mark_running(workers=1)
+        claimed(job)
     fast.samples_per_s, slow.samples_per_s = 1000.0, 20.0  # starting has not written yet
     done.samples_per_s = 500.0
     done.mark_cancelled()

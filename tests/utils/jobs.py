@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from core.data import infer_task, steps_per_epoch
 from core.npz import to_npz
 from db.models import Dataset, Job
 from db.queries.datasets import store_dataset
 from db.queries.jobs import create_job
+from db.queries.leases import claim_job
 from db.queries.tenants import create_tenant
 
 
@@ -35,4 +37,15 @@ def add_job(session: Session, dataset: Dataset, spec: dict[str, Any]) -> Job:
         tags={}, spec=full,
         total_steps=spec["epochs"] * steps_per_epoch(
             dataset.n_rows, spec.get("validation_fraction", 0.2), spec["batch_size"]))
+    return job
+
+
+def claimed(job: Job, *, now: datetime | None = None, held: int | None = None) -> Job:
+    """``job`` (in a session) once a worker has claimed it (``claim_job``), read again."""
+    session = object_session(job)
+    assert session is not None
+    session.flush()
+    attempt = claim_job(session, job_id=job.id, stall_timeout_s=3600, held=held, now=now)
+    assert attempt is not None, f"job {job.id} could not be claimed"
+    session.refresh(job)
     return job

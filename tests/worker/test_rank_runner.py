@@ -11,7 +11,7 @@ from db.models import Job
 from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.fake_redis import fake_join_plane
-from tests.utils.jobs import add_dataset, add_job
+from tests.utils.jobs import add_dataset, add_job, claimed
 from worker.rank import run_rank
 from worker.transport.join_plane import Mailboxes
 
@@ -22,9 +22,7 @@ def test_a_rank_of_a_replaced_ended_or_closed_attempt_is_not_needed(
         X, y = blobs(n=80, seed=0, dtype=np.float32)
         job = add_job(session, add_dataset(session, X, y),
                       {"epochs": 2, "batch_size": 16, "shards": 2})
-        job.mark_running()
-        job.attempt = 2
-        job_id = job.id
+        job_id = claimed(claimed(job), held=1).id  # its leader restarted: attempt 2
     started, plane = time.monotonic(), fake_join_plane()
     # Its leader restarted (attempt 2 now leads), then the job ended.
     assert run_rank(job_id, 1, 1, factory=factory, settings=settings,
