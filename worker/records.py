@@ -16,7 +16,12 @@ from core.checkpoint import state_bytes
 from core.training import StepEvent, Trainer
 from db.engine import SessionFactory, session_scope
 from db.models import Job
-from db.queries.checkpoints import prune_checkpoints, save_checkpoint, save_weights
+from db.queries.checkpoints import (
+    prune_checkpoints,
+    save_checkpoint,
+    save_final,
+    save_weights,
+)
 from db.queries.leases import holds_lease
 from db.queries.metrics import MetricRow, drop_metrics_after, upsert_metrics
 
@@ -150,15 +155,12 @@ class Records:
 
     def finish(self, trainer: Trainer, batch: Batch, last: StepEvent | None,
                seconds: float) -> None:
-        """Write the last batch and the final weights, and mark the job succeeded. No
-        checkpoint: a job that has succeeded never resumes, and the API gives its final
-        weights as its latest checkpoint (as it gives them as the best when no epoch was
-        validated)."""
+        """Write the last batch and the final weights, which stand for the checkpoint of the
+        last step (``save_final``), and mark the job succeeded."""
         model = trainer.model().to_npz()
         with session_scope(self.factory) as session:
             job = self._write(session, batch)
-            save_weights(session, job_id=self.job_id, kind="final", step=trainer.step,
-                         data=model)
+            save_final(session, job_id=self.job_id, step=trainer.step, data=model)
             job.mark_succeeded(
                 final_train_loss=last.epoch_train_loss if last else None,
                 final_val_loss=last.val_loss if last else None,

@@ -10,7 +10,7 @@ from api.services.errors import Conflict, InvalidInput, NotFound
 from core.checkpoint import model_from_state
 from core.model import Model, Prediction
 from db.models import Job, WeightsKind
-from db.queries.checkpoints import get_checkpoint, get_weights, latest_checkpoint
+from db.queries.checkpoints import get_weights, state_at
 
 
 def weights_npz(*, session: Session, job: Job, checkpoint: str) -> tuple[bytes, str]:
@@ -25,25 +25,16 @@ def weights_npz(*, session: Session, job: Job, checkpoint: str) -> tuple[bytes, 
             raise NotFound(f"job {job.id} has no {checkpoint} weights (it is {job.status})")
         return weights.data, checkpoint
     step = None if checkpoint == "latest" else int(checkpoint)
-    # A job that succeeded keeps no checkpoint of its last step: its final weights are that.
-    if job.status == "succeeded" and step in (None, job.step):
-        final = get_weights(session, job_id=job.id, kind="final")
-        if final is not None:
-            return final.data, f"step{final.step}"
-    if step is None:
-        found = latest_checkpoint(session, job_id=job.id)
-        if found is None:
-            raise NotFound(f"job {job.id} has no checkpoint yet (it is {job.status})")
-    else:
-        # Beyond the job's steps there is none, and the database could not even bind a
-        # number past its integers.
-        found = (get_checkpoint(session, job_id=job.id, step=step)
-                 if step <= job.total_steps else None)
-        if found is None:
-            raise NotFound(f"job {job.id} has no checkpoint at step {step}; step 0 and "
-                           "the latest checkpoints are kept")
+    stored = state_at(session, job=job, step=step)
+    if stored is None and step is None:
+        raise NotFound(f"job {job.id} has no checkpoint yet (it is {job.status})")
+    if stored is None:
+        raise NotFound(f"job {job.id} has no checkpoint at step {step}; step 0 and "
+                       "the latest checkpoints are kept")
+    if stored.is_weights:
+        return stored.data, f"step{stored.step}"
     # A checkpoint holds the whole training state; clients get the same layout as final.
-    return model_from_state(found.state).to_npz(), f"step{found.step}"
+    return model_from_state(stored.data).to_npz(), f"step{stored.step}"
 
 
 def final_model(*, session: Session, job: Job, cache: ModelCache) -> Model:

@@ -1,17 +1,22 @@
 """Checkpoints (training state by step) and the final and best weights of a job.
 
-These take a job id only: callers resolve the job through ``get_job``, which checks the tenant.
+Most take a job id only: callers resolve the job through ``get_job``, which checks the tenant.
 The upserts bypass the ORM's identity map, so the reads refresh (``populate_existing``) any
 object that an earlier read in the same session loaded.
+
+A job that succeeded keeps no checkpoint of its last step: its final weights stand for it
+(``save_final``, ``state_at``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.base import utc_now
-from db.models import Checkpoint, Weights, WeightsKind
+from db.models import Checkpoint, Job, Weights, WeightsKind
 from db.queries.dml import affected_rows, insert_for
 
 
@@ -84,3 +89,36 @@ def save_weights(
 
 def get_weights(session: Session, *, job_id: str, kind: WeightsKind) -> Weights | None:
     return session.get(Weights, (job_id, kind), populate_existing=True)
+
+
+def save_final(session: Session, *, job_id: str, step: int, data: bytes) -> None:
+    """Store the final weights (an ``.npz``) of a job that succeeded at ``step``. They stand
+    for its checkpoint at that step, which is not written: the job never resumes, and
+    ``state_at`` gives these weights for that step."""
+    save_weights(session, job_id=job_id, kind="final", step=step, data=data)
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """A job's state at ``step`` as stored: a checkpoint's training state, or the final
+    weights (``is_weights``) of a job that succeeded at that step."""
+
+    step: int
+    data: bytes
+    is_weights: bool
+
+
+def state_at(session: Session, *, job: Job, step: int | None) -> StoredState | None:
+    """The job's state at ``step`` (None: its latest), or None where none is kept."""
+    if job.status == "succeeded" and step in (None, job.step):
+        final = get_weights(session, job_id=job.id, kind="final")
+        if final is not None:
+            return StoredState(final.step, final.data, is_weights=True)
+    if step is None:
+        found = latest_checkpoint(session, job_id=job.id)
+    else:
+        # Beyond the job's steps there is none, and the database could not even bind a
+        # number past its integers.
+        found = (get_checkpoint(session, job_id=job.id, step=step)
+                 if step <= job.total_steps else None)
+    return StoredState(found.step, found.state, is_weights=False) if found else None

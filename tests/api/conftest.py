@@ -20,7 +20,7 @@ from core.spec import TrainSpec
 from core.training import Trainer
 from db.engine import SessionFactory, make_engine, make_session_factory, session_scope
 from db.models import Job
-from db.queries.checkpoints import save_checkpoint, save_weights
+from db.queries.checkpoints import save_checkpoint, save_final
 from db.queries.tenants import create_tenant, issue_token
 from db.settings import Settings
 from tests.utils.jobs import claimed
@@ -107,8 +107,8 @@ def other_auth(session_factory: SessionFactory) -> dict[str, str]:
 @pytest.fixture
 def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.ndarray], Trainer]:
     """Does a worker's part for a job: trains it on ``(X, y)`` in this process, stores the
-    step-0 checkpoint and the final weights (a worker keeps no checkpoint of a succeeded
-    job's last step), and marks it succeeded."""
+    step-0 checkpoint and the final weights (which stand for the last step's checkpoint),
+    and marks it succeeded."""
 
     def run(job_id: str, X: np.ndarray, y: np.ndarray) -> Trainer:
         with session_scope(session_factory) as session:
@@ -119,8 +119,8 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
             save_checkpoint(session, job_id=job_id, step=0, state=state_bytes(trainer))
             claimed(job)
             result = trainer.run()
-            save_weights(session, job_id=job_id, kind="final", step=result.steps,
-                         data=trainer.model().to_npz())
+            save_final(session, job_id=job_id, step=result.steps,
+                       data=trainer.model().to_npz())
             job.mark_progress(result.epochs, result.steps)
             job.mark_succeeded(
                 final_train_loss=result.final_train_loss, final_val_loss=result.final_val_loss,
