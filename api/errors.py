@@ -17,7 +17,14 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api.services.errors import Conflict, InvalidInput, NotFound, QueueFull, ServiceError
+from api.services.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    QueueFull,
+    ServiceError,
+    Unavailable,
+)
 from core.data import InvalidDataError
 from core.spec import SpecError
 from db.models import JobStateError
@@ -52,6 +59,8 @@ def http_error(error: ServiceError) -> HTTPException:
     if isinstance(error, InvalidInput):
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                              detail=[error_item(error.loc, str(error), error.kind)])
+    if isinstance(error, Unavailable):
+        return unavailable(str(error))
     code = next(code for kind, code in _STATUS.items() if isinstance(error, kind))
     return HTTPException(code, detail=str(error))
 

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
 from api.deps import CurrentTenant, EnqueueDep, SessionDep, SettingsDep, TenantJob
-from api.errors import http_error, unavailable
-from api.queue import EnqueueError
+from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.jobs import JobCreate, JobPublic, JobsPublic
 from api.services.errors import InvalidInput, ServiceError
 from api.services.job_views import job_view, job_views
-from api.services.jobs import cancel_job, submit_job
+from api.services.jobs import cancel_job, submit_and_enqueue
 from db.models import JobStatus
 from db.queries.jobs import JobOrder, list_jobs
-
-log = logging.getLogger(__name__)
 
 
 def _iso_only(value: object) -> object:
@@ -59,25 +55,14 @@ def submit(
 ) -> JobPublic:
     """Queue a training job; every field is checked, a refused one is a 422 naming it."""
     try:
-        job, created = submit_job(session=session, tenant_id=tenant.id, spec=spec,
-                                  settings=settings, idempotency_key=idempotency_key)
+        submission = submit_and_enqueue(session=session, tenant_id=tenant.id, spec=spec,
+                                        settings=settings, enqueue=enqueue,
+                                        idempotency_key=idempotency_key)
     except ServiceError as error:
         raise http_error(error) from error
-    if not created:
+    if not submission.created:
         response.status_code = status.HTTP_200_OK
-        return job_view(session=session, job=job)
-    # Committed first: a worker may pick the job up before this request returns.
-    session.commit()
-    try:
-        enqueue(job.id)
-    except EnqueueError as error:
-        log.error("could not enqueue job %s: %s", job.id, error)
-        # The job would wait forever; removing it lets the client's retry submit it afresh.
-        session.delete(job)
-        session.commit()
-        raise unavailable("the job queue is unreachable; nothing was stored, "
-                          "retry later") from error
-    return job_view(session=session, job=job)
+    return job_view(session=session, job=submission.job)
 
 
 def _tags(values: list[str]) -> dict[str, str]:
@@ -129,7 +114,7 @@ def cancel(job: TenantJob, session: SessionDep) -> JobPublic:
     """A queued job is cancelled at once, at its latest checkpoint; a running one stops at its
     next step, keeping its history and last checkpoint."""
     try:
-        cancel_job(session, job=job)
+        cancel_job(session=session, job=job)
     except ServiceError as error:
         raise http_error(error) from error
     session.commit()

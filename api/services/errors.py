@@ -32,3 +32,7 @@ class Conflict(ServiceError):
 
 class QueueFull(ServiceError):
     """The tenant already has as many queued jobs as it may (HTTP 429)."""
+
+
+class Unavailable(ServiceError):
+    """A dependency (the broker) did not answer; nothing was stored (HTTP 503)."""

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from api.queue import EnqueueError
 from api.schemas.jobs import JobCreate
-from api.services.errors import Conflict, InvalidInput, QueueFull
+from api.services.errors import Conflict, InvalidInput, QueueFull, Unavailable
 from core.data import InvalidDataError, n_validation, output_width, steps_per_epoch
 from core.network import Network
 from core.npz import from_npz
@@ -22,6 +26,8 @@ from db.queries.datasets import get_dataset
 from db.queries.jobs import IdempotencyConflict, count_queued, create_job, get_job
 from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _limit(field: tuple[str, ...], message: str) -> InvalidInput:
@@ -120,7 +126,40 @@ def submit_job(*, session: Session, tenant_id: str, spec: JobCreate, settings: S
     return job, created
 
 
-def cancel_job(session: Session, *, job: Job) -> None:
+@dataclass(frozen=True)
+class Submission:
+    """The job a submission stands for, and whether this request created it (False: the
+    replay of an idempotency key)."""
+
+    job: Job
+    created: bool
+
+
+def submit_and_enqueue(*, session: Session, tenant_id: str, spec: JobCreate,
+                       settings: Settings, enqueue: Callable[[str], None],
+                       idempotency_key: str | None = None) -> Submission:
+    """``submit_job``, committed, then sent to the workers with ``enqueue``. Raises as
+    ``submit_job`` does, and ``Unavailable`` when the broker does not take the job, which is
+    then deleted again: a job must not wait forever for a message that was never sent, and
+    the client's retry submits it afresh."""
+    job, created = submit_job(session=session, tenant_id=tenant_id, spec=spec,
+                              settings=settings, idempotency_key=idempotency_key)
+    if not created:
+        return Submission(job, created=False)
+    # Committed first: a worker may pick the job up before the request returns.
+    session.commit()
+    try:
+        enqueue(job.id)
+    except EnqueueError as error:
+        log.error("could not enqueue job %s: %s", job.id, error)
+        session.delete(job)
+        session.commit()
+        raise Unavailable("the job queue is unreachable; nothing was stored, "
+                          "retry later") from error
+    return Submission(job, created=True)
+
+
+def cancel_job(*, session: Session, job: Job) -> None:
     """Cancel a queued job at once, at its latest checkpoint (one that ran before was handed
     back there); ask a running one to stop at its next step; cancelling a cancelled job again
     changes nothing. Raises ``Conflict`` for a job that has ended."""
