@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import pytest
 
 from core.job import JobData
 from core.spec import ModelSpec, OptimizerSpec, TrainSpec
-from core.training import Trainer
+from core.training import StepEvent, Trainer
 from tests.utils.data import blobs
 from tests.utils.fake_redis import fake_join_plane
 from tests.utils.services import redis_url
@@ -43,9 +43,21 @@ LOCAL = replace(EXACT, sync_every=3)
 X, Y = blobs(n=300, seed=3, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a run left: its parameters and every step's event and, run with ranks, the
+    shards of each rank at its end and the kinds of the messages sent to each."""
+
+    params: np.ndarray
+    events: list[StepEvent]
+    total_steps: int
+    members: dict[int, list[int]] = field(default_factory=dict)
+    sent: dict[int, list[bytes]] = field(default_factory=dict)
+
+
 def _train(spec: TrainSpec, plane: JoinPlane, listen_on: str, shared_dir: Path | None,
            ranks: int, *, dying_rank_sends: int | None = None,
-           shutdown_after: int | None = None) -> Trainer:
+           shutdown_after: int | None = None) -> TrainedRun:
     boxes = Mailboxes(uuid.uuid4().hex, 1)
     threads = []
     for rank in range(1, ranks):
@@ -77,13 +89,11 @@ def _train(spec: TrainSpec, plane: JoinPlane, listen_on: str, shared_dir: Path |
                          local_sgd=spec.sync_every > 1)
     leader.attach(remote)
     events = list(leader.steps())
-    leader.members = remote.members  # type: ignore[attr-defined]  # before close clears them
+    members = remote.members  # before close clears them
     remote.close()
     for thread in threads:
         thread.join(10)
-    leader.events = events  # type: ignore[attr-defined]
-    leader.sent = sent  # type: ignore[attr-defined]
-    return leader
+    return TrainedRun(leader.params, events, leader.total_steps, members, sent)
 
 
 class _Wrapped:
@@ -144,10 +154,10 @@ def spec(request: pytest.FixtureRequest) -> TrainSpec:
 
 
 @pytest.fixture(scope="module")
-def reference(spec: TrainSpec) -> Trainer:
+def reference(spec: TrainSpec) -> TrainedRun:
     trainer = Trainer(spec, X, Y)
-    trainer.events = list(trainer.steps())  # type: ignore[attr-defined]
-    return trainer
+    events = list(trainer.steps())
+    return TrainedRun(trainer.params, events, trainer.total_steps)
 
 
 Transport = tuple[JoinPlane, str, Path | None]
@@ -169,10 +179,10 @@ def transport(request: pytest.FixtureRequest,
 @pytest.mark.parametrize("ranks", [2, 3, 5])
 def test_any_number_of_ranks_gives_the_single_process_bits(spec: TrainSpec,
                                                            transport: Transport, ranks: int,
-                                                           reference: Trainer) -> None:
+                                                           reference: TrainedRun) -> None:
     trained = _train(spec, *transport, ranks)
     assert np.array_equal(trained.params, reference.params)
-    assert trained.events == reference.events  # type: ignore[attr-defined]
+    assert trained.events == reference.events
 
 
 def test_a_pair_sends_the_parameters_once_then_only_partial_sums(transport: Transport) -> None:
@@ -181,23 +191,22 @@ def test_a_pair_sends_the_parameters_once_then_only_partial_sums(transport: Tran
     alone.run()
     assert np.array_equal(trained.params, alone.params)
     # The replica's parameters and Adam's state once, then the leader's sums at every step.
-    assert trained.sent == {1: [REPLICA] + [SUMS] * trained.total_steps}  # type: ignore[attr-defined]
+    assert trained.sent == {1: [REPLICA] + [SUMS] * trained.total_steps}
     # More ranks: the parameters go out to each at every step.
     star = _train(EXACT, *transport, 3)
-    assert star.sent == {rank: [PARAMS] * star.total_steps  # type: ignore[attr-defined]
-                         for rank in (1, 2)}
+    assert star.sent == {rank: [PARAMS] * star.total_steps for rank in (1, 2)}
 
 
 def test_a_rank_that_dies_is_dropped_and_the_result_is_unchanged(spec: TrainSpec,
                                                                   transport: Transport,
-                                                                  reference: Trainer) -> None:
+                                                                  reference: TrainedRun) -> None:
     trained = _train(spec, *transport, 3, dying_rank_sends=3)
     assert np.array_equal(trained.params, reference.params)
-    assert trained.events == reference.events  # type: ignore[attr-defined]
+    assert trained.events == reference.events
     # Shards 0-1, 2-3 and 4 on three ranks; without rank 2, the two left share them again.
-    assert trained.members == {1: [3, 4]}  # type: ignore[attr-defined]
+    assert trained.members == {1: [3, 4]}
     if spec.sync_every == 1:  # and, exact, as a pair: the one left gets a replica
-        kinds = trained.sent[1]  # type: ignore[attr-defined]
+        kinds = trained.sent[1]
         assert REPLICA in kinds and set(kinds[kinds.index(REPLICA) + 1:]) == {SUMS}
 
 
@@ -216,7 +225,7 @@ class _ShuttingDown(_Wrapped):
 
 
 def test_ranks_of_a_worker_shutting_down_leave_and_the_result_is_unchanged(
-        spec: TrainSpec, transport: Transport, reference: Trainer) -> None:
+        spec: TrainSpec, transport: Transport, reference: TrainedRun) -> None:
     try:
         trained = _train(spec, *transport, 3, shutdown_after=2)
     finally:
