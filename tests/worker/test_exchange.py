@@ -1,8 +1,9 @@
-"""Leader and ranks joining through Redis and stepping over their links, as threads of this
-process."""
+"""The leader's exchange with its ranks (``worker.exchange``), the ranks being threads of
+this process that join through Redis and step over their links."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from core.job import JobData
+from core.optimizers import SGD
 from core.spec import ModelSpec, OptimizerSpec, TrainSpec
 from core.training import StepEvent, Trainer
 from tests.utils.data import blobs
@@ -25,14 +28,13 @@ from worker.joining import (
     await_assignment,
     gather_ranks,
     join,
-    plan_ranks,
     slot_bytes_for,
 )
 from worker.rank import serve_rank
 from worker.shutdown import SHUTTING_DOWN
 from worker.transport.join_plane import JoinPlane, Mailboxes, join_plane
 from worker.transport.links import Buffers, Link, LinkClosed, SocketLink
-from worker.transport.messages import PARAMS, REPLICA, SUMS
+from worker.transport.messages import GRADS, PARAMS, REPLICA, SUMS, decode, encode
 
 EXACT = TrainSpec(model=ModelSpec(hidden=(12,), activation="tanh"),
                   optimizer=OptimizerSpec(name="adam", lr=0.01), epochs=3, batch_size=40,
@@ -233,15 +235,55 @@ def test_ranks_of_a_worker_shutting_down_leave_and_the_result_is_unchanged(
     assert np.array_equal(trained.params, reference.params)
 
 
-def test_plan_ranks_gives_contiguous_near_equal_blocks() -> None:
-    assert plan_ranks(8, 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
-    assert plan_ranks(4, 1) == [[0, 1, 2, 3]]
+def _slow_rank(link: SocketLink, rank: int) -> None:
+    """A rank of one shard (its own number) whose gradient leaves 20 ms after the
+    parameters arrive."""
+    try:
+        while True:
+            message = decode(link.receive(5.0))
+            time.sleep(0.02)
+            link.send(encode(GRADS, round=message.round, step=message.step, rank=rank,
+                             shards=[rank], losses=[[0.5]], nodes=[(rank, rank + 1)],
+                             buffers=[np.ones(3, dtype=np.float32)]))
+    except LinkClosed:
+        link.close()
 
 
-@pytest.mark.services
-def test_redis_mailboxes_wait_past_the_client_socket_timeout() -> None:
-    plane = join_plane(redis_url())
-    box = f"shardtrain:test:{uuid.uuid4().hex}"
-    start = time.monotonic()
-    assert plane.receive(box, 5.5) is None  # redis-py's socket timeout is 5 s
-    assert 5.4 < time.monotonic() - start < 8
+def _linked_ranks(ranks: list[int]) -> tuple[Team, list[threading.Thread]]:
+    links, threads = {}, []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        for rank in ranks:
+            theirs = socket.create_connection(server.getsockname())
+            ours, _ = server.accept()
+            links[rank] = SocketLink(ours, 5.0)
+            threads.append(threading.Thread(target=_slow_rank,
+                                            args=(SocketLink(theirs, 5.0), rank)))
+            threads[-1].start()
+    return Team({rank: [rank] for rank in ranks}, dict(links)), threads
+
+
+def _rounds() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("shardtrain_sync_round_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("shardtrain_sync_round_seconds_sum") or 0.0
+    return count, total
+
+
+def test_a_round_is_timed_from_sending_the_parameters_to_the_ranks_gradients() -> None:
+    team, threads = _linked_ranks([1, 2])
+    params = np.zeros(3, dtype=np.float32)
+    rounds = RemoteRanks(team, 3, params, 5.0, local_sgd=False)
+    count, total = _rounds()
+    try:
+        for step in range(2):
+            rounds.begin(step, params, [SGD(3, np.dtype(np.float32))])
+            assert (1, 2) in rounds and (0, 1) not in rounds
+            assert rounds.await_node((1, 2)).sum() == 3
+            assert rounds.await_node((2, 3)).sum() == 3
+            assert rounds.losses() == {1: [0.5], 2: [0.5]}
+    finally:
+        rounds.close()
+        for thread in threads:
+            thread.join(5)
+    new_count, new_total = _rounds()
+    assert new_count - count == 2
+    assert 0.04 <= new_total - total < 1.0

@@ -15,7 +15,7 @@ from db.settings import Settings
 from tests.utils.data import blobs
 from tests.utils.fake_redis import FAKE_REDIS_URL, fake_join_plane
 from tests.utils.services import redis_url
-from worker.joining import Gathering, await_assignment, join, rank_limit
+from worker.joining import Gathering, await_assignment, join, plan_ranks, rank_limit
 from worker.transport.join_plane import Mailboxes, join_plane
 from worker.transport.links import LinkClosed
 
@@ -93,3 +93,8 @@ def test_without_redis_a_job_runs_on_one_rank() -> None:
     assert rank_limit(SPEC, 4, cluster) == 1
     assert rank_limit(SPEC, 4, cluster.model_copy(update={"redis_url": FAKE_REDIS_URL})) == 4
     assert rank_limit(SPEC, 4, Settings(redis_url=FAKE_REDIS_URL)) == 1  # embedded: one thread
+
+
+def test_plan_ranks_gives_contiguous_near_equal_blocks() -> None:
+    assert plan_ranks(8, 3) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert plan_ranks(4, 1) == [[0, 1, 2, 3]]
