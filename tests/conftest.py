@@ -9,6 +9,9 @@ import pytest
 
 from db.migrate import upgrade
 
+# Fixtures that the end-to-end and the reliability tests share.
+pytest_plugins = ["tests.e2e.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def _migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:

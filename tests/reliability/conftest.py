@@ -1,5 +1,6 @@
 """Fixtures of the reliability scenarios: real compose processes on the local Redis and
-PostgreSQL, as in ``tests/e2e``, whose helpers they reuse.
+PostgreSQL, as in ``tests/e2e``, whose helpers and shared fixtures (``tests/e2e/fixtures.py``)
+they use.
 
 Each module gets one cluster of ``WORKERS`` workers (default 1) with ``ENV`` (a module
 constant, default none) added to the environment of every process, on a PostgreSQL database
@@ -16,16 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e import conftest as e2e
 from tests.e2e.cluster import Backends, Cluster
-from tests.e2e.conftest import redis_db_url
+from tests.e2e.fixtures import redis_db_url
 from tests.utils.services import require
-
-# The end-to-end fixtures used here, registered under their names.
-postgres_admin = e2e.postgres_admin
-database_url = e2e.database_url
-digits = e2e.digits
-digits_npz = e2e.digits_npz
 
 BROKER_DB, DATA_PLANE_DB = 5, 6
 

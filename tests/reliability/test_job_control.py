@@ -23,7 +23,6 @@ from tests.e2e.checks import (
     reference_spec,
 )
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import reference  # noqa: F401  (a fixture)
 from tests.e2e.processes import wait_until
 from tests.reliability.helpers import LONG_JOB, http, strict_json, wait_step
 
@@ -111,7 +110,7 @@ def test_divergence_fails_within_a_few_steps_with_valid_json_and_the_worker_carr
 
 
 def test_a_duplicate_delivery_runs_no_second_leader(
-        cluster: Cluster, digits_dataset: str, reference: Reference) -> None:  # noqa: F811
+        cluster: Cluster, digits_dataset: str, reference: Reference) -> None:
     spec = digits_spec(digits_dataset, **LONG_JOB)
     job = cluster.client.submit(spec)
     wait_step(cluster, job["id"], 1, 60.0)

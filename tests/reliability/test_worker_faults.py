@@ -22,7 +22,6 @@ from tests.e2e.checks import (
     reference_spec,
 )
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import reference  # noqa: F401  (a fixture)
 from tests.e2e.processes import wait_until
 from tests.reliability.helpers import LONG_JOB, wait_step
 from tests.reliability.workers import kill_worker, leader_of, start_worker, wait_workers
@@ -55,7 +54,7 @@ def _run_a_while(cluster: Cluster, job_id: str) -> int:
 
 
 def _completes(cluster: Cluster, job_id: str, spec: dict[str, Any],
-               reference: Reference) -> dict[str, Any]:  # noqa: F811
+               reference: Reference) -> dict[str, Any]:
     job = cluster.wait_job(job_id, JOB_TIMEOUT_S)
     assert_succeeded(job)
     assert_every_step_once(cluster.metrics(job_id), job["progress"]["total_steps"])
@@ -74,7 +73,7 @@ def _resumed_at(cluster: Cluster, job_id: str) -> list[int]:
 
 
 def test_sigkill_of_the_pool_process_mid_job(cluster: Cluster, digits_dataset: str,
-                                             reference: Reference) -> None:  # noqa: F811
+                                             reference: Reference) -> None:
     spec = digits_spec(digits_dataset, **FIELDS)
     job = cluster.client.submit(spec)
     _, pid = leader_of(cluster, job["id"])
@@ -87,7 +86,7 @@ def test_sigkill_of_the_pool_process_mid_job(cluster: Cluster, digits_dataset: s
 
 
 def test_sigkill_of_a_whole_worker_mid_job(cluster: Cluster, digits_dataset: str,
-                                           reference: Reference) -> None:  # noqa: F811
+                                           reference: Reference) -> None:
     spec = digits_spec(digits_dataset, **FIELDS)
     job = cluster.client.submit(spec)
     worker, _ = leader_of(cluster, job["id"])
@@ -101,7 +100,7 @@ def test_sigkill_of_a_whole_worker_mid_job(cluster: Cluster, digits_dataset: str
 
 
 def test_sigterm_hands_the_job_back_at_once(cluster: Cluster, digits_dataset: str,
-                                            reference: Reference) -> None:  # noqa: F811
+                                            reference: Reference) -> None:
     spec = digits_spec(digits_dataset, **FIELDS)
     job = cluster.client.submit(spec)
     worker, _ = leader_of(cluster, job["id"])
@@ -124,7 +123,7 @@ def test_sigterm_hands_the_job_back_at_once(cluster: Cluster, digits_dataset: st
 
 
 def test_all_workers_killed_for_10_s_resume_from_the_checkpoint(
-        cluster: Cluster, digits_dataset: str, reference: Reference) -> None:  # noqa: F811
+        cluster: Cluster, digits_dataset: str, reference: Reference) -> None:
     spec = digits_spec(digits_dataset, **FIELDS)
     job = cluster.client.submit(spec)
     leader_of(cluster, job["id"])
@@ -145,7 +144,7 @@ def test_all_workers_killed_for_10_s_resume_from_the_checkpoint(
 
 
 def test_the_watchdog_takes_over_a_hung_leader(cluster: Cluster, digits_dataset: str,
-                                               reference: Reference) -> None:  # noqa: F811
+                                               reference: Reference) -> None:
     spec = digits_spec(digits_dataset, **FIELDS)
     job = cluster.client.submit(spec)
     hung, pid = leader_of(cluster, job["id"])
