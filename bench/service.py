@@ -41,11 +41,11 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from api.client import WAIT_POLL_S
+from bench.cluster import Backends, Cluster
 from bench.core import synthetic
 from bench.machine import cpu_ticks, machine_info, print_report, steal_percent
 from bench.sync import sync_results
 from core.npz import to_npz
-from tests.e2e.cluster import Backends, Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -2,7 +2,7 @@
 
 No Docker engine is needed: ``docker-compose config -q`` only parses and validates, and the
 rest reads the file. The processes themselves are exercised end to end elsewhere, started from
-the same commands (tests.deploy.compose_commands).
+the same commands (bench.compose).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.compose_commands import (
+from bench.compose import (
     COMPOSE_FILE,
     PROJECT_SERVICES,
     load_compose,

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from tests.e2e.cluster import Backends, Cluster
+from bench.cluster import Backends, Cluster
+from bench.processes import wait_until
 from tests.e2e.fixtures import redis_db_url
-from tests.e2e.processes import wait_until
 from tests.utils.services import REDIS_URL, require
 
 BROKER_DB, DATA_PLANE_DB = 11, 12

@@ -19,10 +19,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from bench.cluster import console_script
+from bench.compose import REPO_ROOT
 from core.npz import to_npz
-from tests.deploy.compose_commands import REPO_ROOT
 from tests.e2e.checks import Reference, Weights, layers
-from tests.e2e.cluster import console_script
 from tests.utils.services import REDIS_URL, require
 
 POSTGRES_ADMIN_URL = os.environ.get(

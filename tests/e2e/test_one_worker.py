@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.cluster import Cluster
 from tests.e2e.checks import (
     STEPS_PER_EPOCH,
     Reference,
@@ -15,7 +16,6 @@ from tests.e2e.checks import (
     forward,
     reference_spec,
 )
-from tests.e2e.cluster import Cluster
 
 pytestmark = pytest.mark.services
 

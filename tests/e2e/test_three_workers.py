@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from bench.cluster import Cluster
+from bench.processes import wait_until
 from tests.e2e.checks import (
     Reference,
     assert_every_step_once,
@@ -18,8 +20,6 @@ from tests.e2e.checks import (
     digits_spec,
     reference_spec,
 )
-from tests.e2e.cluster import Cluster
-from tests.e2e.processes import wait_until
 
 pytestmark = pytest.mark.services
 

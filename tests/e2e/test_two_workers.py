@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.cluster import Cluster
 from tests.e2e.checks import (
     Reference,
     assert_every_step_once,
@@ -15,7 +16,6 @@ from tests.e2e.checks import (
     digits_spec,
     reference_spec,
 )
-from tests.e2e.cluster import Cluster
 
 pytestmark = pytest.mark.services
 

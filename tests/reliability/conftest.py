@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.cluster import Backends, Cluster
+from bench.cluster import Backends, Cluster
 from tests.e2e.fixtures import redis_db_url
 from tests.utils.services import require
 

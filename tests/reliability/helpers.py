@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.cluster import Cluster
-from tests.e2e.processes import wait_until
+from bench.cluster import Cluster
+from bench.processes import wait_until
 
 ENDED = ("succeeded", "failed", "cancelled")
 # A job of some seconds on one rank (the faults of these tests are the leader's); the same

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from bench.cluster import Cluster
 from tests.e2e.checks import digits_spec
-from tests.e2e.cluster import Cluster
 from tests.reliability.helpers import field_locs, http
 
 pytestmark = pytest.mark.services

@@ -12,6 +12,8 @@ from uuid import uuid4
 import numpy as np
 import pytest
 
+from bench.cluster import Cluster
+from bench.processes import wait_until
 from core.npz import to_npz
 from db.task_names import TRAIN_JOB
 from tests.e2e.checks import (
@@ -22,8 +24,6 @@ from tests.e2e.checks import (
     digits_spec,
     reference_spec,
 )
-from tests.e2e.cluster import Cluster
-from tests.e2e.processes import wait_until
 from tests.reliability.helpers import LONG_JOB, http, strict_json, wait_step
 
 pytestmark = pytest.mark.services

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.cluster import Backends, Cluster
+from bench.processes import wait_until
 from tests.e2e.checks import assert_every_step_once, assert_succeeded, digits_spec
-from tests.e2e.cluster import Backends, Cluster
-from tests.e2e.processes import wait_until
 from tests.reliability.conftest import start_cluster
 from tests.reliability.helpers import http, wait_step
 from tests.reliability.tcp_proxy import TcpProxy

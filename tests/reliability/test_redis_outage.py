@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.compose_commands import REPO_ROOT
+from bench.cluster import Backends, Cluster, free_port
+from bench.compose import REPO_ROOT
+from bench.processes import Process, wait_until
 from tests.e2e.checks import assert_every_step_once, assert_succeeded, digits_spec
-from tests.e2e.cluster import Backends, Cluster, free_port
-from tests.e2e.processes import Process, wait_until
 from tests.reliability.conftest import start_cluster
 from tests.reliability.helpers import http, wait_step
 from tests.reliability.workers import wait_workers

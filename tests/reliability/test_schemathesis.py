@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import Cluster, console_script
+from bench.cluster import Cluster, console_script
 from tests.reliability.helpers import new_token
 
 pytestmark = pytest.mark.services

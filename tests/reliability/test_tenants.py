@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from bench.cluster import Cluster
 from tests.e2e.checks import assert_every_step_once, digits_spec
-from tests.e2e.cluster import Cluster
 from tests.reliability.helpers import http, new_token, strict_json
 
 pytestmark = pytest.mark.services

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from bench.cluster import Cluster
+from bench.processes import wait_until
 from tests.e2e.checks import (
     Reference,
     assert_every_step_once,
@@ -21,8 +23,6 @@ from tests.e2e.checks import (
     digits_spec,
     reference_spec,
 )
-from tests.e2e.cluster import Cluster
-from tests.e2e.processes import wait_until
 from tests.reliability.helpers import LONG_JOB, wait_step
 from tests.reliability.workers import kill_worker, leader_of, start_worker, wait_workers
 

@@ -7,10 +7,10 @@ import os
 import signal
 from itertools import count
 
+from bench.cluster import Cluster
+from bench.compose import load_compose, service_argv
+from bench.processes import Process, wait_until
 from db.task_names import TRAIN_JOB
-from tests.deploy.compose_commands import load_compose, service_argv
-from tests.e2e.cluster import Cluster
-from tests.e2e.processes import Process, wait_until
 
 _numbers = count(100)
 

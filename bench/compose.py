@@ -1,9 +1,9 @@
 """The processes of docker-compose.yml, runnable here: each service's argv and environment.
 
-The end-to-end tests start exactly the commands that compose runs (migrate, api, worker) as
-local processes against the machine's own Redis and PostgreSQL, so what the tests prove is what
-a deployment runs. Only the addresses change: compose's hostnames (``postgres``, ``redis``)
-become the local services' URLs.
+The end-to-end tests and the service benchmark start exactly the commands that compose runs
+(migrate, api, worker) as local processes against the machine's own Redis and PostgreSQL, so
+what they prove and measure is what a deployment runs. Only the addresses change: compose's
+hostnames (``postgres``, ``redis``) become the local services' URLs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 # The services that run the project image (the others are stock redis and postgres).
@@ -27,7 +27,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     """The compose file as plain data, with its YAML anchors and merge keys resolved."""
-    import yaml  # test dependency (pyyaml); imported here so a missing one fails the test only
+    import yaml  # pyyaml, of the test and bench extras; imported here, where it is needed
 
     with path.open(encoding="utf-8") as file:
         data = yaml.safe_load(file)

@@ -1,6 +1,6 @@
 """A shardtrain deployment made of the processes of docker-compose.yml, run on this machine.
 
-``Cluster.start`` runs the compose services' own commands (``tests.deploy.compose_commands``)
+``Cluster.start`` runs the compose services' own commands (``bench.compose``)
 against the local Redis and a PostgreSQL database of its own: ``migrate`` to completion, then
 ``api`` (uvicorn on a free loopback port) and N ``worker`` processes (celery, concurrency 1),
 and waits until the API is ready and every worker answers a ping. A token comes from the
@@ -22,15 +22,15 @@ import redis
 from celery import Celery
 
 from api.client import Client
-from db.task_names import TRAIN_RANK
-from tests.deploy.compose_commands import (
+from bench.compose import (
     REPO_ROOT,
     load_compose,
     local_env,
     service_argv,
     service_environment,
 )
-from tests.e2e.processes import Process, Processes, wait_until
+from bench.processes import Process, Processes, wait_until
+from db.task_names import TRAIN_RANK
 from worker.presence import IDLE_WORKERS
 
 # Short joins and timeouts, so that a lost rank costs seconds; frequent metric writes, so that
