@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,11 @@ from bench.cluster import Backends, Cluster
 from bench.core import synthetic
 from bench.machine import cpu_ticks, machine_info, print_report, steal_percent
 from bench.sync import sync_results
+from core.job import JobData, ShardSet
 from core.npz import to_npz
+from core.spec import TrainSpec
+from core.training import Trainer
+from worker.transport.links import SocketLink
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -62,21 +67,57 @@ LOCAL_SGD_SPEC: dict[str, Any] = {**REFERENCE_SPEC, "name": "reference-local-sgd
 PEERS_WALL_S = {"ray_train_warm": 13.7, "torch_ddp_2x1": 3.9, "torch_1_thread": 1.41}
 
 
-# The start of the code run in a fresh process: the spec (argv[2]) and the rows (argv[1]).
-SPEC_AND_ROWS = (
-    "import json, sys, time, numpy as np\n"
-    "from core.spec import TrainSpec\n"
-    "spec = TrainSpec.from_dict({k: v for k, v in json.loads(sys.argv[2]).items()"
-    " if k != 'name'})\n"
-    "with np.load(sys.argv[1]) as d: X, y = d['X'], d['y']\n")
+# --- children: re-invocations of this module with one BLAS thread ---------------------------
+
+def _spec_and_rows(data_file: Path, spec_json: str) -> tuple[TrainSpec, np.ndarray, np.ndarray]:
+    """A child's spec (its service fields left out) and rows."""
+    spec = TrainSpec.from_job_spec(json.loads(spec_json))
+    with np.load(data_file) as data:
+        return spec, data["X"], data["y"]
 
 
-def one_thread_process(code: str, data_file: Path, spec: dict[str, Any], *args: str,
+def child_training(data_file: Path, spec_json: str) -> None:
+    """Print the seconds of the spec's whole job in this process, from the rows in memory to
+    trained weights, and of the training alone."""
+    spec, X, y = _spec_and_rows(data_file, spec_json)
+    start = time.perf_counter()
+    trained = Trainer(spec, X, y).run()
+    print(time.perf_counter() - start, trained.seconds, flush=True)
+
+
+def child_gradients(data_file: Path, spec_json: str, shards_json: str, peer_fd: str) -> None:
+    """Once told to go (a line on stdin), compute the gradients of ``shards`` at every step
+    of the spec, meeting the peer of ``peer_fd`` (a TCP connection; -1: none) at every step's
+    end over a rank's link; print the seconds it took."""
+    spec, X, y = _spec_and_rows(data_file, spec_json)
+    job = JobData.prepare(spec, X, y)
+    shards: list[int] = json.loads(shards_json)
+    shard_set = ShardSet(job, shards)
+    peer = (SocketLink(socket.socket(fileno=int(peer_fd)), 60.0) if peer_fd != "-1" else None)
+    params = job.net.init_params(spec.seed, spec.model.init_scheme)
+    outs = [job.net.empty() for _ in shards]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    for step in range(job.total_steps):
+        for shard, out in zip(shards, outs, strict=True):
+            shard_set.gradient(shard, step, params, out, 1.0)
+        if peer is not None:
+            peer.exchange([b"."], 60.0)
+    print(time.perf_counter() - start, flush=True)
+
+
+CHILDREN: dict[str, Callable[..., None]] = {"training": child_training,
+                                           "gradients": child_gradients}
+
+
+def one_thread_process(child: str, data_file: Path, spec: dict[str, Any], *args: str,
                        **popen: Any) -> subprocess.Popen[str]:
-    """``code`` in a fresh process with one BLAS thread, after ``SPEC_AND_ROWS``; ``args``
-    follow the data file and the spec in its argv."""
+    """This module's ``child`` in a fresh process with one BLAS thread
+    (``python -m bench.service --one CHILD DATA SPEC ARGS...``)."""
     return subprocess.Popen(
-        [sys.executable, "-c", SPEC_AND_ROWS + code, str(data_file), json.dumps(spec), *args],
+        [sys.executable, "-m", "bench.service", "--one", child, str(data_file),
+         json.dumps(spec), *args],
         cwd=ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
         text=True, **popen)
 
@@ -84,37 +125,12 @@ def one_thread_process(code: str, data_file: Path, spec: dict[str, Any], *args: 
 def in_process_seconds(data_file: Path, spec: dict[str, Any]) -> tuple[float, float]:
     """Seconds of ``spec`` in a fresh single-threaded process, from the rows in memory to
     trained weights, and of the training alone."""
-    process = one_thread_process(
-        "from core.training import Trainer\n"
-        "start = time.perf_counter()\n"
-        "trained = Trainer(spec, X, y).run()\n"
-        "print(time.perf_counter() - start, trained.seconds)\n", data_file, spec)
+    process = one_thread_process("training", data_file, spec)
     out, _ = process.communicate(timeout=600)
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, process.args, out)
     whole, training = out.strip().splitlines()[-1].split()
     return float(whole), float(training)
-
-
-# argv[3]: the shards; argv[4]: the descriptor of a TCP connection to the peer to meet at
-# every step's end over the ranks' own link (which waits for the peer as a step's exchange
-# does), or -1 for none.
-GRADIENTS_CODE = (
-    "import socket\n"
-    "from core.job import JobData, ShardSet\n"
-    "from worker.transport.links import SocketLink\n"
-    "job = JobData.prepare(spec, X, y)\n"
-    "shards = json.loads(sys.argv[3])\nshard_set = ShardSet(job, shards)\n"
-    "peer = (SocketLink(socket.socket(fileno=int(sys.argv[4])), 60.0)\n"
-    "        if sys.argv[4] != '-1' else None)\n"
-    "params = job.net.init_params(spec.seed, spec.model.init_scheme)\n"
-    "outs = [job.net.empty() for _ in shards]\n"
-    "print('ready', flush=True); sys.stdin.readline()\n"
-    "start = time.perf_counter()\n"
-    "for step in range(job.total_steps):\n"
-    "    for shard, out in zip(shards, outs): shard_set.gradient(shard, step, params, out, 1.0)\n"
-    "    if peer: peer.exchange([b'.'], 60.0)\n"
-    "print(time.perf_counter() - start, flush=True)\n")
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -135,7 +151,7 @@ def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[in
     ends: list[socket.socket | None] = [None] * len(blocks)
     if lockstep:
         ends = list(tcp_pair())
-    processes = [one_thread_process(GRADIENTS_CODE, data_file, spec, json.dumps(block),
+    processes = [one_thread_process("gradients", data_file, spec, json.dumps(block),
                                     str(end.fileno() if end else -1), stdin=subprocess.PIPE,
                                     pass_fds=(end.fileno(),) if end else ())
                  for block, end in zip(blocks, ends, strict=True)]
@@ -154,6 +170,8 @@ def gradient_seconds(data_file: Path, spec: dict[str, Any], blocks: list[list[in
         seconds.append(float(out.strip()))
     return seconds
 
+
+# --- the parent: services, rounds and the report --------------------------------------------
 
 def two_core_ceilings(data_file: Path, spec: dict[str, Any]) -> tuple[float, float]:
     """How much faster two processes side by side compute half the gradients of every step
@@ -319,7 +337,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.service",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows, rounds and repeats")
+    parser.add_argument("--one", nargs="+", metavar="ARG",
+                        help=f"internal: run one child ({', '.join(CHILDREN)}) in this process")
     args = parser.parse_args(argv)
+    if args.one:
+        child, *child_args = args.one
+        CHILDREN[child](Path(child_args[0]), *child_args[1:])
+        return
     machine = machine_info(("celery", "redis", "hiredis"))
     start, ticks = time.monotonic(), cpu_ticks()
     results = sync_results(args.quick) + reference_results(args.quick)
