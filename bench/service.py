@@ -43,7 +43,7 @@ from sqlalchemy.engine import make_url
 
 from api.client import WAIT_POLL_S
 from bench.cluster import Backends, Cluster
-from bench.core import synthetic
+from bench.core.data import synthetic
 from bench.machine import cpu_ticks, machine_info, print_report, steal_percent
 from bench.sync import sync_results
 from core.job import JobData, ShardSet
