@@ -1,11 +1,10 @@
-"""Training a whole job in one process: the reference the distributed service reproduces.
+"""Training a whole job: the reference that the distributed service reproduces, bit for bit.
 
-One step: every shard computes its gradient on its share of the global batch (``ShardSet``), the
-gradients are summed in a fixed tree order over shards (``core.reduce``), L2 decay is added and
-the optimizer steps. With
-``sync_every = K > 1`` each shard instead steps its own replica for a round of K steps and the
-replicas are averaged, weighted by the rows each drew (local SGD, ``core.local_sgd``: K times
-fewer synchronisations, at the price of an approximation of the exact averaged gradient).
+One step: each shard computes its gradient on its share of the global batch (``ShardSet``).
+The gradients are summed over a tree fixed by the shard count (``core.reduce``), L2 decay is
+added, and the optimizer steps. With ``sync_every = K > 1`` the job runs local SGD rounds
+instead (``core.local_sgd``). Other ranks may compute some shards (``attach``); the result is
+the same.
 """
 
 from __future__ import annotations
@@ -28,35 +27,37 @@ from core.spec import TrainSpec
 
 
 class RemoteShards(Nodes, Protocol):
-    """The shards other ranks compute (SPEC section 5): the leader's side of the exchange.
+    """The shards that other ranks compute, as the leader's exchange with them offers them
+    (SPEC section 5; the service's exchange is ``worker.exchange``). ``await_node`` gives a
+    rank's partial sum, waiting for it. A rank that stops answering raises ``RankLost``: its
+    shards are planned again over the ranks left, this process included, and the round is
+    computed again."""
 
-    ``begin`` starts a round at a step with the parameters and the optimizers: with exact
-    averaging the one optimizer, whose state ranks that step replicas of the parameters
-    themselves start from; with local SGD the optimizer of every shard (indexed by shard),
-    whose states the ranks start their round from and whose states at the round's end they
-    send back into those optimizers. With exact averaging the leader then sums the tree nodes
-    of ``local_nodes`` and ``share``s them (a rank that steps a replica needs them). The tree
-    sum takes the other ranks' partial sums as known nodes (``await_node`` waits for them);
-    ``losses`` gives each remote shard's summed loss at each step of the round (one step
-    without local SGD). A rank that stops answering raises ``RankLost`` (from ``share`` or
-    ``await_node``), after which the exchange has planned its shards over the ranks left
-    (this one included) and the round is computed again.
-    """
-
-    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None: ...
+    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None:
+        """Start a round after ``step`` steps, from ``params`` (n_params,) and ``optimizers``
+        (exact averaging's one, or local SGD's one per shard, loaded at the round's end)."""
+        ...
 
     @property
     def local_nodes(self) -> list[Node]:
         """The tree nodes of the shards this process computes, as planned now."""
         ...
 
-    def share(self, sums: Mapping[Node, np.ndarray]) -> None: ...
+    def share(self, sums: Mapping[Node, np.ndarray]) -> None:
+        """Give the ranks this process's partial sums, by node. Raises RankLost."""
+        ...
 
-    def losses(self) -> dict[int, list[float]]: ...
+    def losses(self) -> dict[int, list[float]]:
+        """Each remote shard's summed loss at each step of the round."""
+        ...
 
 
 class RankLost(Exception):
-    """A rank stopped answering; its shards are now computed by the ranks left."""
+    """Rank ``rank`` stopped answering; its shards are now computed by the ranks left."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(f"rank {rank} stopped answering")
+        self.rank = rank
 
 
 class DivergedError(RuntimeError):

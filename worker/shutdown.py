@@ -1,11 +1,11 @@
 """A worker asked to stop hands its jobs back at once, instead of finishing them first.
 
-Celery's warm shutdown (SIGTERM) waits for the running tasks, and a training job may run for
-hours; its message would come back only after the visibility timeout. So when the worker
-process starts shutting down, it sets ``SHUTTING_DOWN`` and forwards the news to its pool
-processes (which run the tasks) as SIGUSR2; a leader checks the flag between steps, writes a
-checkpoint, releases its lease and re-enqueues the job (``worker.runner``), which another
-worker then resumes from that checkpoint.
+Celery's warm shutdown (SIGTERM) waits for the running tasks, and a job may run for hours. So
+a worker that starts shutting down sets ``SHUTTING_DOWN`` and forwards it to its pool
+processes (which run the tasks) as SIGUSR2. A leader checks the flag between steps (with
+local SGD, between rounds): it writes a checkpoint, releases its lease and re-sends the job
+(``worker.leader``), which another worker resumes at once. A rank leaves, and its leader plans
+its shards over the ranks left.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """The watchdog: no job stays ``running`` (or ``queued``) forever without progress.
 
-Each worker process runs it in a thread, every ``watchdog_interval_s``: jobs whose leader has
-written nothing for ``stall_timeout_s`` are handed back to the queue and re-sent, or failed
-with type ``stalled`` once they have used ``max_attempts`` (``db.queries.leases``). It lives
-in the workers rather than in a beat scheduler or the API because it needs nothing more than
-they have (the database and the broker), it runs wherever jobs can run, and several copies at
-once are harmless: each job changes with one conditional UPDATE, and a re-sent job is claimed
-by one delivery only.
+A thread of each worker process, every ``watchdog_interval_s``. Jobs whose leader wrote nothing
+for ``stall_timeout_s`` are handed back to the queue and re-sent, or failed (``stalled``) after
+``max_attempts`` (``db.queries.leases``). It runs in the workers, not in a beat scheduler or
+the API: it needs only what they have (the database and the broker). Several at once are
+harmless, since each job changes with one conditional UPDATE.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Links between a leader and one rank, over which every step's bytes travel.
+"""A link between a leader and one rank: framed payloads over one TCP connection.
 
-Redis carries the handshake: a rank joins through the leader's mailbox and learns its
-shards, the leader's address and a one-time secret. The steps then run over a direct TCP
-connection per rank, framed by length: a 400 KB round trip costs about 0.1 ms that way, against
-several through Redis, where each payload is copied in and out of the server (bench/sync.py
-measures both). When both ends run on one host, the payloads go through shared memory instead
-and the connection carries their lengths (``worker.transport.slots``).
+A frame is a 16-byte header, then the payload. The header holds the payload's length and how
+many slot payloads its sender is done with. A 400 KB round trip costs about 0.1 ms this way,
+against several through Redis, which copies each payload in and out of the server
+(bench/sync.py measures both). When both ends run on one host, a payload goes through shared
+slots instead, and the frame carries its length alone (``worker.transport.slots``). How a link
+is made: ``worker.transport.handshake``.
 """
 
 from __future__ import annotations
@@ -39,10 +39,15 @@ class LinkClosed(Exception):
 
 
 class Link(Protocol):
-    def send(self, parts: Buffers) -> None: ...
+    """One end of a link. Each call raises LinkClosed when the other side went away or
+    stayed silent past its timeout."""
+
+    def send(self, parts: Buffers) -> None:
+        """Send ``parts`` as one payload."""
+        ...
 
     def receive(self, timeout: float) -> bytes | memoryview:
-        """The next payload (a view valid until the next call); raises LinkClosed."""
+        """The next payload, a view valid until the next call."""
         ...
 
     def exchange(self, parts: Buffers, timeout: float) -> bytes | memoryview:
@@ -50,7 +55,9 @@ class Link(Protocol):
         but without waiting for the other side to read first (it may be sending too)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """End the link: the other side's next call raises LinkClosed."""
+        ...
 
 
 class SocketLink:

@@ -1,4 +1,4 @@
-"""The data plane's messages: a fixed binary header, then raw numpy buffers.
+"""The messages of joining and of a step: a fixed binary header, then raw numpy buffers.
 
 Every message names the attempt and the round it belongs to, so a late reply from before a
 re-plan, or from an earlier attempt of the job, is recognised and dropped. The buffers are

@@ -1,18 +1,18 @@
-"""Shared memory for the bytes of a link whose two ends run on one host.
+"""Shared slots: the bytes of a link whose two ends run on one host.
 
-A leader and a rank in processes of one host (the pool processes of one worker, or workers
-started side by side) need not push every step's partial sums through the kernel's TCP stack:
-the sender copies a payload into a slot of a memory segment both have mapped, and the link
-carries only its length. Each direction has two slots, used in turn, so a receiver may keep
-reading the payload it was given while the next one is written into the other slot; a slot
-is written again only once the receiver has said, in a frame of its own, that it is done with
-what the slot held (``worker.transport.links``). What does not fit in a slot travels inline.
+A leader and a rank on one host need not push every step through the kernel's TCP stack. The
+sender copies a payload into a slot of a memory segment both have mapped, and the link's frame
+carries its length alone. What does not fit in a slot travels in the frame.
 
-The segment is a file in ``shared_memory_dir`` (a tmpfs): the leader creates it with a random
-name and a random token in its first bytes, the rank maps it and checks the token, and the
-name is removed as soon as the rank has mapped it (or refused), so that nothing outlives the
-two processes. A rank on another host, or in a container with a /dev/shm of its own, finds no
-such file and says so; the link then stays plain TCP.
+Each direction has two slots, used in turn: a receiver may still read one payload while the
+next is written into the other slot. A slot is written again only once the receiver has said,
+in a frame's header, that it is done with what the slot held (``worker.transport.links``).
+
+The segment is a file in ``shared_memory_dir`` (a tmpfs). The leader creates it with a random
+name and a random token in its first bytes; the rank maps it and checks the token. The name is
+removed once the rank has mapped it (or refused), so nothing outlives the two processes. A
+rank on another host, or in a container with a /dev/shm of its own, finds no such file: its
+link stays plain TCP.
 """
 
 from __future__ import annotations

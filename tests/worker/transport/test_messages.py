@@ -1,4 +1,4 @@
-"""The data plane's messages: every field round-trips, and the vectors come back aligned."""
+"""The step messages: every field round-trips, and the vectors come back aligned."""
 
 from __future__ import annotations
 
