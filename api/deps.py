@@ -6,7 +6,7 @@ them, so an app built for a given database and limits uses exactly those.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache, partial
 from typing import Annotated
 
@@ -14,10 +14,11 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.admission import DatabaseGate
 from api.model_cache import ModelCache
 from api.queue import broker_reachable, enqueue_job
 from db.base import MAX_INTEGER
-from db.engine import SessionFactory, make_engine, make_session_factory, session_scope
+from db.engine import SessionFactory, make_engine, make_session_factory
 from db.models import Job, Tenant
 from db.queries.jobs import get_job
 from db.queries.tenants import tenant_for_token
@@ -29,39 +30,58 @@ BrokerCheck = Callable[[float], bool]
 """Whether the broker answers within the given seconds."""
 
 
-def get_app_settings(request: Request) -> Settings:
+# The dependencies that only read the app's state are async: FastAPI runs them on the event
+# loop, where a sync one would cost a thread-pool hop.
+
+
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
+# A checkout that still finds no connection (the gate makes it rare: another user of the
+# pool) fails fast as a 503 instead of holding a thread for SQLAlchemy's 30 s.
+POOL_TIMEOUT_S = 5.0
+
 
 @lru_cache
-def session_factory(database_url: str) -> SessionFactory:
-    """One engine (and connection pool) per database URL for the life of the process."""
-    return make_session_factory(make_engine(database_url))
+def _session_factory(database_url: str, pool_size: int, max_overflow: int) -> SessionFactory:
+    return make_session_factory(make_engine(database_url, pool_size=pool_size,
+                                            max_overflow=max_overflow,
+                                            pool_timeout_s=POOL_TIMEOUT_S))
 
 
-def get_sessions(settings: SettingsDep) -> SessionFactory:
-    """The factory of the app's database, for work that outlives a request's session."""
-    return session_factory(settings.database_url)
+def session_factory(settings: Settings) -> SessionFactory:
+    """One engine (and connection pool) per database for the life of the process."""
+    return _session_factory(settings.database_url, settings.db_pool_size,
+                            settings.db_max_overflow)
 
 
-SessionsDep = Annotated[SessionFactory, Depends(get_sessions)]
+def database_gate(settings: Settings) -> DatabaseGate:
+    """The admission gate of an app on ``settings``' database: a slot per pooled connection."""
+    return DatabaseGate(session_factory(settings), settings.db_pool_size +
+                        settings.db_max_overflow, settings.db_queue_s)
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """One transaction per request: committed if the route returns, else rolled back. Routes
-    that hand work to the workers commit before enqueueing."""
-    with session_scope(session_factory(settings.database_url)) as session:
+async def get_gate(request: Request) -> DatabaseGate:
+    gate: DatabaseGate = request.app.state.db_gate
+    return gate
+
+
+GateDep = Annotated[DatabaseGate, Depends(get_gate)]
+
+
+async def get_session(gate: GateDep) -> AsyncIterator[Session]:
+    """One transaction per request, in a slot of the gate (``api.admission``): committed if
+    the route returns, else rolled back. Routes that hand work to the workers commit before
+    enqueueing."""
+    async with gate.session() as session:
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
-# Closed when the route function returns, before the response is sent: a streamed response
-# (Server-Sent Events) must not hold a pooled connection for as long as a client listens.
-RouteSessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 bearer = HTTPBearer(auto_error=False, description="A token from `shardtrain token create`.")
 
@@ -74,7 +94,8 @@ def _unauthorized(message: str) -> HTTPException:
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Tenant:
+def _authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None
+                  ) -> Tenant:
     # HTTPBearer yields None for a missing header and for any scheme other than Bearer.
     if credentials is None:
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
@@ -91,21 +112,30 @@ def get_current_tenant(session: SessionDep, credentials: Credentials) -> Tenant:
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]
 
 
-def get_enqueue(settings: SettingsDep) -> Enqueue:
+async def get_tenant_briefly(gate: GateDep, credentials: Credentials) -> Tenant:
+    """The tenant, authenticated in a session closed at once: for routes that read a long
+    body before they need the database, which must not hold a connection meanwhile."""
+    return await gate.run(partial(_authenticate, credentials=credentials))
+
+
+TenantBriefly = Annotated[Tenant, Depends(get_tenant_briefly)]
+
+
+async def get_enqueue(settings: SettingsDep) -> Enqueue:
     return partial(enqueue_job, settings=settings)
 
 
 EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
 
 
-def get_broker_check(settings: SettingsDep) -> BrokerCheck:
+async def get_broker_check(settings: SettingsDep) -> BrokerCheck:
     return partial(broker_reachable, settings=settings)
 
 
 BrokerCheckDep = Annotated[BrokerCheck, Depends(get_broker_check)]
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     cache: ModelCache = request.app.state.models
     return cache
 
@@ -129,13 +159,17 @@ def get_tenant_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> J
 TenantJob = Annotated[Job, Depends(get_tenant_job)]
 
 
-def get_streamed_job(job_id: str, session: RouteSessionDep, credentials: Credentials) -> Job:
-    """``get_tenant_job`` for streaming routes: the job is read, detached, and the session
-    closed before the stream starts (the route polls with sessions of its own)."""
-    return _tenant_job(session, _authenticate(session, credentials), job_id)
+async def get_detached_job(job_id: str, gate: GateDep, credentials: Credentials) -> Job:
+    """``get_tenant_job`` in a session closed at once, for routes that then read in slots of
+    their own (a stream, a history page by page): a request never waits for a second slot
+    while it holds one."""
+    def read(session: Session) -> Job:
+        return _tenant_job(session, _authenticate(session, credentials), job_id)
+
+    return await gate.run(read)
 
 
-StreamedJob = Annotated[Job, Depends(get_streamed_job)]
+DetachedJob = Annotated[Job, Depends(get_detached_job)]
 
 
 SinceStep = Annotated[int | None, Query(ge=0, le=MAX_INTEGER,

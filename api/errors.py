@@ -14,9 +14,11 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.admission import OVERLOAD_RETRY_AFTER_S, Overloaded
 from api.services.errors import (
     Conflict,
     InvalidInput,
@@ -117,6 +119,16 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
                         headers=error.headers)
 
 
+async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
+    # More requests than database connections for longer than db_queue_s (api.admission), or,
+    # rarer, a pool checkout that timed out: the service is busy, not broken.
+    log.warning("overloaded: %s %s answered 503: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": str(exc) if isinstance(exc, Overloaded) else
+                         "the service is at capacity; retry shortly"},
+                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(OVERLOAD_RETRY_AFTER_S)})
+
+
 async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
     # The database refused a value the request carried (a NUL character in a JSON string):
     # bad input, not a server fault. Only the driver's first line: never the statement.
@@ -160,6 +172,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidCursor, _invalid_cursor)
     app.add_exception_handler(JobStateError, _state_conflict)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(PoolTimeout, _overloaded)
     app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
     app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(DBAPIError, _database_error)

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimitMiddleware
-from api.deps import session_factory
+from api.deps import database_gate
 from api.errors import install_error_handlers
 from api.model_cache import ModelCache
 from api.monitoring import RequestLatencyMiddleware, ServiceCollector, request_histogram
@@ -36,10 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.models = ModelCache()
+    app.state.db_gate = gate = database_gate(settings)
     app.state.metrics = registry = CollectorRegistry()
     registry.register(ServiceCollector(
-        partial(session_factory, settings.database_url),
-        partial(queue_depth, QUEUE_DEPTH_TIMEOUT_S, settings=settings)))
+        gate, partial(queue_depth, QUEUE_DEPTH_TIMEOUT_S, settings=settings)))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLatencyMiddleware, histogram=request_histogram(registry))
     install_error_handlers(app)

@@ -4,7 +4,8 @@ Each app has a registry of its own (so that several apps in one process, as in t
 not clash) with:
 
 - ``ServiceCollector``, read at scrape time: jobs by status and the running jobs' rates from
-  the database (every deployment writes them there), and the broker's queue depth;
+  the database (every deployment writes them there), the broker's queue depth, and this
+  process's database slots (``api.admission``);
 - ``shardtrain_http_request_seconds``, timed by ``RequestLatencyMiddleware``.
 
 The process's default registry is served beside it: the process and platform collectors of
@@ -20,31 +21,37 @@ from collections.abc import Callable, Iterator
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.engine import SessionFactory, session_scope
+from api.admission import DatabaseGate
 from db.models import JobStatus
 from db.queries.stats import jobs_by_status, running_rates
 
 log = logging.getLogger(__name__)
 
-Sessions = Callable[[], SessionFactory]
 QueueDepth = Callable[[], int | None]
 
 
 class ServiceCollector(Collector):
     """Gauges computed from the database and the broker each time Prometheus scrapes."""
 
-    def __init__(self, sessions: Sessions, queue_depth: QueueDepth) -> None:
-        # The factory is asked for at scrape time: building an app opens no database.
-        self._sessions = sessions
+    def __init__(self, gate: DatabaseGate, queue_depth: QueueDepth) -> None:
+        self._gate = gate
         self._queue_depth = queue_depth
 
     def collect(self) -> Iterator[Metric]:
+        """Called by the ``/metrics`` route inside a slot of the gate."""
         yield from self._from_database()
+        yield GaugeMetricFamily("shardtrain_db_slots", "Requests that may hold a database "
+                                "session at once in this API process.", value=self._gate.slots)
+        yield GaugeMetricFamily("shardtrain_db_slots_in_use", "Database slots held now, the "
+                                "scrape's own included.", value=self._gate.in_use)
+        yield CounterMetricFamily("shardtrain_db_overloaded", "Requests answered 503 after "
+                                  "waiting db_queue_s for a database slot.",
+                                  value=self._gate.rejected)
         depth = self._queue_depth()
         if depth is not None:  # an unreachable broker shows as a missing series, not as 0
             yield GaugeMetricFamily(
@@ -54,7 +61,7 @@ class ServiceCollector(Collector):
 
     def _from_database(self) -> Iterator[Metric]:
         try:
-            with session_scope(self._sessions()) as session:
+            with self._gate.factory() as session:
                 counts = jobs_by_status(session)
                 samples_per_s, steps_per_s = running_rates(session)
         except SQLAlchemyError:

@@ -21,22 +21,27 @@ SessionFactory = sessionmaker[Session]
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
-def make_engine(url: str, *, idle_in_transaction_s: float | None = None) -> Engine:
+def make_engine(url: str, *, idle_in_transaction_s: float | None = None, pool_size: int = 5,
+                max_overflow: int = 10, pool_timeout_s: float = 30.0) -> Engine:
     """An engine for ``url``; for a SQLite file, its directory is created if missing.
 
     ``idle_in_transaction_s`` (PostgreSQL): the server ends a session that waits longer than
     this inside a transaction, releasing its locks, so that a process stopped mid-transaction
-    (a hung leader) cannot hold a job's row against the watchdog and the next leader."""
+    (a hung leader) cannot hold a job's row against the watchdog and the next leader.
+    ``pool_size`` connections stay open, ``max_overflow`` more open under load, and a checkout
+    waits at most ``pool_timeout_s`` for one (``sqlalchemy.exc.TimeoutError``)."""
     parsed = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout_s}
     if parsed.get_backend_name() != "sqlite":
         connect_args = {}
         if idle_in_transaction_s is not None:
             milliseconds = max(1, round(idle_in_transaction_s * 1000))
             connect_args["options"] = f"-c idle_in_transaction_session_timeout={milliseconds}"
         # A pooled connection may have been closed by the server or a proxy since its last use.
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **pool)
 
-    if parsed.database and parsed.database != ":memory:":
+    in_memory = parsed.database in (None, "", ":memory:")
+    if parsed.database and not in_memory:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Threads share the pool (API handlers, in-process workers), hence check_same_thread=False.
     # pysqlite's own transaction handling is kept on purpose: it begins a transaction only
@@ -44,7 +49,8 @@ def make_engine(url: str, *, idle_in_transaction_s: float | None = None) -> Engi
     # fail with SQLITE_BUSY_SNAPSHOT when another thread wrote in between. Its SAVEPOINTs are
     # unreliable in that mode, which is why the queries resolve races with ON CONFLICT instead.
     engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        **({} if in_memory else pool),
     )
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
@@ -66,7 +72,8 @@ def get_engine() -> Engine:
     """The engine of this process, for ``get_settings().database_url``. A session silent
     inside a transaction for ``stall_timeout_s`` belongs to a leader presumed dead anyway."""
     settings = get_settings()
-    return make_engine(settings.database_url, idle_in_transaction_s=settings.stall_timeout_s)
+    return make_engine(settings.database_url, idle_in_transaction_s=settings.stall_timeout_s,
+                       pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     """Budget of one job in row-epochs: training rows times epochs."""
     max_queued_jobs_per_tenant: int = Field(default=100, gt=0)
 
+    db_pool_size: int = Field(default=5, gt=0)
+    """Database connections each process keeps open."""
+    db_max_overflow: int = Field(default=10, ge=0)
+    """Connections a process may open past ``db_pool_size`` under load."""
+    db_queue_s: float = Field(default=2.0, ge=0)
+    """How long an API request waits for a database connection before it is answered 503
+    (``api.admission``)."""
+
     checkpoint_interval_s: float = Field(default=30.0, gt=0)
     metrics_flush_steps: int = Field(default=1000, gt=0)
     metrics_flush_s: float = Field(default=1.0, gt=0)

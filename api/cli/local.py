@@ -37,7 +37,7 @@ def local_token(settings: Settings) -> str:
     """The token of the local tenant: the one saved earlier if still valid, else a new one."""
     path = client_config_path(settings)
     saved = json.loads(path.read_text()).get("token") if path.exists() else None
-    with session_scope(session_factory(settings.database_url)) as session:
+    with session_scope(session_factory(settings)) as session:
         if saved and tenant_for_token(session, token=saved) is not None:
             return str(saved)
         return issue_token(session, tenant=create_tenant(session, name=LOCAL_TENANT))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import CurrentTenant, SessionDep, SettingsDep
+from api.deps import CurrentTenant, GateDep, SessionDep, SettingsDep, TenantBriefly
 from api.errors import http_error
 from api.responses import AUTHENTICATED, UNPARSABLE_BODY
 from api.schemas.datasets import DatasetPublic, DatasetsPublic
@@ -74,8 +72,8 @@ async def _read_upload(request: Request) -> tuple[UploadFormat, bytes, str | Non
 async def upload_dataset(
     request: Request,
     response: Response,
-    session: SessionDep,
-    tenant: CurrentTenant,
+    gate: GateDep,
+    tenant: TenantBriefly,
     settings: SettingsDep,
     name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     target: Annotated[str | None, Query(
@@ -88,13 +86,13 @@ async def upload_dataset(
     same data uploaded again (in any format) returns the stored dataset with 200.
     """
     try:
+        # Read with no database connection held: a slow client must not take one for minutes.
         fmt, content, filename = await _read_upload(request)
         # Parsing and hashing are CPU-bound and the queries blocking: off the event loop.
-        dataset, created = await run_in_threadpool(partial(
-            create_dataset, session=session, tenant_id=tenant.id,
+        dataset, created = await gate.run(lambda session: create_dataset(
+            session=session, tenant_id=tenant.id,
             name=name or (filename or f"upload.{fmt}")[:200], content=content, fmt=fmt,
             target=target, settings=settings))
-        await run_in_threadpool(session.commit)
     except InvalidDataError as error:
         raise http_error(InvalidInput(("body",), str(error), kind="invalid_data")) from error
     except ServiceError as error:

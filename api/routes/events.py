@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse
 
-from api.deps import SessionsDep, SinceStep, StreamedJob
+from api.deps import DetachedJob, GateDep, SinceStep
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB
 from api.services.errors import InvalidInput
@@ -42,8 +42,8 @@ def resume_after(since_step: int | None, last_event_id: str | None) -> int | Non
                404: {"description": "You have no such job"}},
 )
 async def events(
-    job: StreamedJob,
-    sessions: SessionsDep,
+    job: DetachedJob,
+    gate: GateDep,
     since_step: SinceStep = None,
     last_event_id: Annotated[str | None, Header(
         description="Sent by a reconnecting client: the id (step) of the last event it got; "
@@ -53,5 +53,5 @@ async def events(
     when the job changes and when it ends; a ``progress`` event (``id`` = step) for every
     recorded step, in order. Reconnecting with ``Last-Event-ID`` misses no step."""
     after = resume_after(since_step, last_event_id)
-    return EventSourceResponse(job_events(factory=sessions, job_id=job.id, after=after),
+    return EventSourceResponse(job_events(gate=gate, job_id=job.id, after=after),
                                ping=PING_S, send_timeout=SEND_TIMEOUT_S)

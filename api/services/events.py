@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import anyio
+from sqlalchemy.orm import Session
 from sse_starlette import ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 
+from api.admission import DatabaseGate, Overloaded
 from api.schemas.events import ProgressEvent
 from api.schemas.jobs import JobPublic
 from api.services.job_views import job_view
-from db.engine import SessionFactory, session_scope
 from db.models import FINISHED, Job
 from db.queries.metrics import MetricColumns, read_metrics
 
@@ -38,13 +38,11 @@ class Snapshot:
     rows: MetricColumns
 
 
-def read_snapshot(factory: SessionFactory, job_id: str, after: int | None,
-                  limit: int) -> Snapshot:
+def read_snapshot(session: Session, job_id: str, after: int | None, limit: int) -> Snapshot:
     """The job, then at most ``limit`` of its rows after step ``after``, in that order."""
-    with session_scope(factory) as session:
-        job = session.get(Job, job_id)
-        view = job_view(session=session, job=job) if job is not None else None
-        rows = read_metrics(session, job_id=job_id, since_step=after, limit=limit)
+    job = session.get(Job, job_id)
+    view = job_view(session=session, job=job) if job is not None else None
+    rows = read_metrics(session, job_id=job_id, since_step=after, limit=limit)
     return Snapshot(view, rows)
 
 
@@ -74,7 +72,7 @@ def _changes(job: JobPublic) -> tuple[object, ...]:
     return job.status, job.workers, job.attempt, job.cancel_requested
 
 
-async def job_events(*, factory: SessionFactory, job_id: str, after: int | None,
+async def job_events(*, gate: DatabaseGate, job_id: str, after: int | None,
                      poll_s: float = POLL_S, batch_rows: int = BATCH_ROWS
                      ) -> AsyncIterator[ServerSentEvent]:
     """Events of job ``job_id`` from the step after ``after`` (None: from the start) until
@@ -82,9 +80,14 @@ async def job_events(*, factory: SessionFactory, job_id: str, after: int | None,
     changes, and a final status event."""
     sent: tuple[object, ...] | None = None
     while True:
-        # The queries block: they run in the thread pool, off the event loop.
-        snapshot = await run_in_threadpool(partial(read_snapshot, factory, job_id, after,
-                                                   batch_rows))
+        # The queries block: they run in the thread pool, off the event loop, in a slot of
+        # the gate; a stream that finds none tries again at its next poll.
+        try:
+            snapshot = await gate.run(partial(read_snapshot, job_id=job_id, after=after,
+                                              limit=batch_rows))
+        except Overloaded:
+            await anyio.sleep(poll_s)
+            continue
         job = snapshot.job
         if job is None:
             return

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
 
 from api.cli.local import LocalService
-from api.deps import get_broker_check, get_enqueue, get_session
+from api.deps import get_broker_check, get_enqueue
 from api.main import create_app
 from core.checkpoint import state_bytes
 from core.spec import TrainSpec
@@ -59,12 +58,6 @@ def make_app(migrated_sqlite_url: str, tmp_path: Any, session_factory: SessionFa
         settings = Settings(data_dir=tmp_path, database_url=migrated_sqlite_url,
                             **(LIMITS | limits))
         app = create_app(settings)
-
-        def session() -> Iterator[Session]:
-            with session_scope(session_factory) as s:
-                yield s
-
-        app.dependency_overrides[get_session] = session
         app.dependency_overrides[get_enqueue] = lambda: enqueued.append
         app.dependency_overrides[get_broker_check] = lambda: lambda timeout_s: True
         return app

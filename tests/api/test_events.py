@@ -11,6 +11,7 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from api.admission import DatabaseGate
 from api.cli.local import LocalService
 from api.client import Client, Event, parse_sse
 from api.routes.events import resume_after
@@ -97,7 +98,8 @@ def test_a_long_history_is_read_in_bounded_batches(
 
     async def stream() -> list[tuple[str | None, str | None]]:
         return [(event.event, event.id) async for event in event_service.job_events(
-            factory=session_factory, job_id=finished_job, after=None, batch_rows=5)]
+            gate=DatabaseGate(session_factory, slots=1, wait_s=1.0), job_id=finished_job,
+            after=None, batch_rows=5)]
 
     sent = anyio.run(stream)
     assert sent == [*(("progress", str(step)) for step in range(1, TOTAL_STEPS + 1)),
