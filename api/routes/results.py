@@ -2,39 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import ModelCacheDep, SessionDep, SinceStep, TenantJob
+from api.deps import DetachedJob, GateDep, ModelCacheDep, SessionDep, SinceStep, TenantJob
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.metrics import MetricsPublic
 from api.schemas.predict import PredictRequest, PredictResponse
 from api.services.errors import InvalidInput, ServiceError
+from api.services.metrics import (
+    HistoryPages,
+    csv_rows,
+    downsampled,
+    history_csv,
+    history_json,
+)
 from api.services.results import predict, weights_npz
 from core.data import InvalidDataError
-from db.queries.metrics import downsample, read_metrics
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"],
                    responses={**AUTHENTICATED, **NO_SUCH_JOB})
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic)
-def history(
-    job: TenantJob,
-    session: SessionDep,
+@router.get("/{job_id}/metrics", response_class=StreamingResponse, responses={200: {
+    "model": MetricsPublic,
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+    "description": "The columns as JSON, or with format=csv one line per step"}})
+async def history(
+    job: DetachedJob,
+    gate: GateDep,
     since_step: SinceStep = None,
     max_points: Annotated[int | None, Query(
         ge=2, le=100_000,
         description="Downsample to at most this many steps, keeping the first, the last "
         "and each interval's highest and lowest train_loss")] = None,
-) -> MetricsPublic:
-    """The loss history, one entry per recorded step."""
-    columns = read_metrics(session, job_id=job.id, since_step=since_step)
+    format: Annotated[Literal["json", "csv"], Query(
+        description="json: columnar; csv: a header row, then one line per step")] = "json",
+) -> Response:
+    """The loss history, one entry per recorded step; the whole of it is streamed, however
+    long, and a downsampled read keeps at most ``max_points`` rows in memory."""
     if max_points is not None:
-        columns = downsample(columns, max_points)
-    return MetricsPublic.model_validate(columns)
+        columns = await gate.run(partial(downsampled, job_id=job.id, since_step=since_step,
+                                         max_points=max_points))
+        if format == "csv":
+            body = ",".join(columns) + "\n" + csv_rows(zip(*columns.values(), strict=True))
+            return Response(body, media_type="text/csv")
+        return JSONResponse(MetricsPublic.model_validate(columns).model_dump())
+    pages = HistoryPages(gate, job.id, since_step)
+    await pages.start()
+    if format == "csv":
+        return StreamingResponse(history_csv(pages), media_type="text/csv")
+    return StreamingResponse(history_json(pages), media_type="application/json")
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""The loss history: idempotent batched writes, incremental reads, and downsampling."""
+"""The loss history: idempotent batched writes, incremental reads, pages and streams."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from db.models import Job, Metric
 from db.queries.metrics import (
     LatestMetrics,
-    MetricColumns,
-    downsample,
+    history_extent,
     latest_metrics,
+    read_metric_page,
     read_metrics,
+    stream_metric_rows,
     upsert_metrics,
 )
 
@@ -102,44 +102,6 @@ def test_read_since_step_returns_only_later_steps_of_that_job(
     assert read_metrics(session, job_id=job.id)["step"] == list(range(6))
 
 
-def columns(train_loss: list[float | None]) -> MetricColumns:
-    n = len(train_loss)
-    return MetricColumns(
-        step=list(range(n)),
-        epoch=[step // 100 for step in range(n)],
-        train_loss=train_loss,
-        val_loss=[None] * n,
-        val_accuracy=[None] * n,
-    )
-
-
-def test_downsample_keeps_first_last_and_extremes() -> None:
-    loss: list[float | None] = [1.0 / (1 + s) for s in range(1000)]
-    loss[400] = 50.0  # a spike
-    loss[700] = -1.0  # a dip
-    loss[300] = None  # a diverged step
-    kept = downsample(columns(loss), 40)
-
-    assert len(kept["step"]) <= 40
-    assert kept["step"][0] == 0 and kept["step"][-1] == 999
-    assert 400 in kept["step"] and 700 in kept["step"]
-    assert kept["step"] == sorted(kept["step"])
-    assert all(kept["train_loss"][i] == loss[step] for i, step in enumerate(kept["step"]))
-    for name in ("epoch", "train_loss", "val_loss", "val_accuracy"):
-        assert len(kept[name]) == len(kept["step"]), name  # type: ignore[literal-required]
-
-
-def test_downsample_leaves_short_histories_alone() -> None:
-    history = columns([3.0, 2.0, 1.0])
-    assert downsample(history, 3) == history
-    assert downsample(history, 2)["step"] == [0, 2]
-
-
-def test_downsample_needs_room_for_first_and_last() -> None:
-    with pytest.raises(ValueError, match="max_points"):
-        downsample(columns([1.0, 2.0, 3.0]), 1)
-
-
 def test_latest_metrics_of_several_jobs_at_once(
     session: Session, add_job: Callable[..., Job], engine: Engine
 ) -> None:
@@ -162,3 +124,27 @@ def test_latest_metrics_of_several_jobs_at_once(
         step=1, epoch=0, train_loss=2.0, val_loss=None, val_accuracy=None
     )
     assert latest_metrics(session, job_ids=[]) == {}
+
+
+def test_a_history_is_read_in_pages_up_to_a_fixed_step(
+    session: Session, add_job: Callable[..., Job]
+) -> None:
+    job, other = add_job(), add_job()
+    upsert_metrics(session, job_id=job.id,
+                   rows=[(step, 1, 1.0 / step, None, None) for step in range(1, 26)])
+    upsert_metrics(session, job_id=other.id, rows=[(1, 1, 9.0, None, None)])
+    assert history_extent(session, job_id=job.id) == (25, 25)
+    assert history_extent(session, job_id=job.id, after=20) == (5, 25)
+    assert history_extent(session, job_id=job.id, after=25) == (0, None)
+
+    page = read_metric_page(session, job_id=job.id, after=10, until=20, limit=4)
+    assert [row[0] for row in page] == [11, 12, 13, 14]
+    assert page[0] == (11, 1, 1.0 / 11, None, None)
+    assert [row[0] for row in read_metric_page(session, job_id=job.id, after=18, until=20,
+                                               limit=4)] == [19, 20]
+
+    chunks = list(stream_metric_rows(session, job_id=job.id, after=3, until=22, chunk=4))
+    assert [len(rows) for rows in chunks] == [4, 4, 4, 4, 3]
+    streamed = [row for rows in chunks for row in rows]
+    assert [row[0] for row in streamed] == list(range(4, 23))
+    assert streamed == read_metric_page(session, job_id=job.id, after=3, until=22, limit=100)
