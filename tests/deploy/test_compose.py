@@ -25,7 +25,8 @@ from bench.compose import (
 
 EXPECTED_COMMANDS = {
     "migrate": ["alembic", "upgrade", "head"],
-    "api": ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"],
+    "api": ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000",
+            "--timeout-graceful-shutdown", "5"],
     "worker": [
         "celery",
         "-A",
@@ -143,7 +144,8 @@ def test_service_argv_replaces_options(compose) -> None:
     argv = service_argv(
         compose, "api", options={"--host": "127.0.0.1", "--port": "18001"}, resolve=False
     )
-    assert argv == ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", "18001"]
+    assert argv == ["uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", "18001",
+                    "--timeout-graceful-shutdown", "5"]
     with pytest.raises(ValueError, match="--workers"):
         service_argv(compose, "api", options={"--workers": "2"}, resolve=False)
 
