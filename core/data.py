@@ -1,18 +1,19 @@
-"""Data checks, target encoding, the seeded hold-out, shards and the per-step batch plan.
+"""Data checks, what describes a dataset without its rows, and the encoding of its targets.
 
-Everything here is a pure function of the job spec and the data (SPEC section 4): which rows are
-held out, which shard owns which row, and which rows each shard draws at every step. Any worker
-can recompute it, so no worker's placement can change the result.
+Which rows a job trains on, in which shard and order, is ``core.splits``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from core.network import STREAM_HOLDOUT, STREAM_SHARD_ORDER
+if TYPE_CHECKING:
+    from core.splits import Split
+
+Task = Literal["classification", "regression"]
 
 
 class InvalidDataError(ValueError):
@@ -61,9 +62,64 @@ def in_dtype(name: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return cast
 
 
-def infer_task(y: np.ndarray) -> Literal["classification", "regression"]:
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def first_beyond_float32(name: str, values: np.ndarray, start: int = 0) -> tuple[str, int] | None:
+    """``(name, row)`` of the first row of ``values`` holding a value float32 cannot hold
+    (``start``: the row number of the first), or None."""
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4 or not values.size:
+        return None
+    if values.max() <= FLOAT32_MAX and values.min() >= -FLOAT32_MAX:
+        return None
+    return name, start + int(np.argwhere(np.abs(values) > FLOAT32_MAX)[0][0])
+
+
+def infer_task(y: np.ndarray) -> Task:
     """Integer, boolean or string labels are classes; floats are regression targets."""
     return "classification" if y.dtype.kind in "biuUS" else "regression"
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What describes a dataset without its rows: a job plans its network, encodes its
+    targets and splits its rows from it. ``classes`` are the sorted class labels, and the
+    rows' ``y`` holds indices into them; a regression's ``y`` holds ``n_targets`` columns of
+    targets, within ``target_range``. ``beyond_float32`` names the first value that float32
+    cannot hold: the array and its row as uploaded (a float32 job refuses the dataset)."""
+
+    n_rows: int
+    n_features: int
+    task: Task
+    classes: np.ndarray | None = None
+    n_targets: int = 1
+    target_range: tuple[float, float] | None = None
+    split: Split = "contiguous"
+    beyond_float32: tuple[str, int] | None = None
+
+    def check_dtype(self, dtype: str) -> None:
+        """Refuse a dtype that cannot hold the data: cast batch by batch, a float32 job would
+        train on infinities."""
+        if dtype == "float32" and self.beyond_float32 is not None:
+            name, row = self.beyond_float32
+            raise InvalidDataError(
+                f"{name} holds values beyond float32's range of +-{FLOAT32_MAX:.4g} (first at "
+                f"row {row}): train with dtype float64, or scale the data")
+
+    @classmethod
+    def of(cls, X: np.ndarray, y: np.ndarray, split: Split = "contiguous") -> DataShape:
+        """The shape of arrays in memory, checked (``check_arrays``); ``y`` as uploaded."""
+        X, y = check_arrays(X, y)
+        task = infer_task(y)
+        beyond = first_beyond_float32("X", X)
+        if task == "classification":
+            if y.ndim != 1:
+                raise InvalidDataError(f"class labels must be 1-D, got shape {y.shape}")
+            return cls(X.shape[0], X.shape[1], task, np.unique(y), split=split,
+                       beyond_float32=beyond)
+        return cls(X.shape[0], X.shape[1], task, None, 1 if y.ndim == 1 else y.shape[1],
+                   (float(y.min()), float(y.max())), split,
+                   beyond or first_beyond_float32("y", y))
 
 
 @dataclass(frozen=True)
@@ -79,23 +135,29 @@ class TargetEncoding:
     n_out: int
 
     @classmethod
-    def fit(cls, y: np.ndarray, output: str, loss: str) -> TargetEncoding:
-        task = infer_task(y)
-        if task == "classification":
-            if y.ndim != 1:
-                raise InvalidDataError(f"class labels must be 1-D, got shape {y.shape}")
-            classes = np.unique(y)
-            if len(classes) < 2:
-                raise InvalidDataError(
-                    f"y holds a single class ({classes[0].item()!r}): nothing to learn")
-            n_out = 1 if (output == "sigmoid" and len(classes) == 2) else len(classes)
-            return cls(task, classes, n_out)
+    def describe(cls, shape: DataShape, output: str, loss: str) -> TargetEncoding:
+        """The encoding of ``shape``'s targets for an output layer and a loss. Raises
+        InvalidDataError when they do not fit."""
+        if shape.task == "classification":
+            assert shape.classes is not None
+            if len(shape.classes) < 2:
+                raise InvalidDataError(f"y holds a single class ({shape.classes[0].item()!r}):"
+                                       " nothing to learn")
+            n_out = 1 if (output == "sigmoid" and len(shape.classes) == 2) else len(
+                shape.classes)
+            return cls(shape.task, shape.classes, n_out)
         if loss == "cross_entropy":
             raise InvalidDataError("cross_entropy needs class labels (integers or strings) in y, "
-                                   f"got {y.dtype} values")
-        if loss == "binary_cross_entropy" and (np.min(y) < 0 or np.max(y) > 1):
+                                   "got regression targets")
+        low, high = shape.target_range or (0.0, 0.0)
+        if loss == "binary_cross_entropy" and (low < 0 or high > 1):
             raise InvalidDataError("binary_cross_entropy needs targets in [0, 1]")
-        return cls(task, None, 1 if y.ndim == 1 else y.shape[1])
+        return cls(shape.task, None, shape.n_targets)
+
+    @classmethod
+    def fit(cls, y: np.ndarray, output: str, loss: str) -> TargetEncoding:
+        """The encoding of labels or targets ``y``."""
+        return cls.describe(DataShape.of(np.zeros((len(y), 1)), y), output, loss)
 
     def label_index(self, y: np.ndarray) -> np.ndarray:
         assert self.classes is not None
@@ -106,10 +168,15 @@ class TargetEncoding:
         return idx
 
     def encode(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """(n, n_out) targets in the model's dtype."""
+        """(n, n_out) targets in the model's dtype, from labels or regression targets."""
+        return self.encode_rows(self.label_index(y) if self.classes is not None else y, dtype)
+
+    def encode_rows(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """(n, n_out) targets in the model's dtype, from ``y`` as stored rows hold it: class
+        indices, or regression targets."""
         if self.classes is None:
             return in_dtype("y", np.asarray(y), dtype).reshape(len(y), self.n_out)
-        idx = self.label_index(y)
+        idx = y
         if self.n_out == 1:
             return idx.astype(dtype).reshape(-1, 1)
         onehot = np.zeros((len(y), self.n_out), dtype=dtype)
@@ -131,73 +198,9 @@ class TargetEncoding:
 
 def output_width(task: str, classes: list[Any] | None, n_targets: int, output: str,
                  loss: str) -> int:
-    """Units of the output layer, as ``TargetEncoding.fit`` sets them, from what describes a
-    dataset without its rows: its task, its classes and its number of target columns."""
+    """Units of the output layer, as ``TargetEncoding.describe`` sets them, from what
+    describes a dataset without its rows: its task, its classes and its target columns."""
     if task == "regression":
         return n_targets
     # The class list stands in for y: the encoding depends only on the set of classes.
     return TargetEncoding.fit(np.asarray(classes), output, loss).n_out
-
-
-def n_validation(n: int, fraction: float) -> int:
-    """Rows held out for validation: the fraction rounded, at least one when asked for any."""
-    n_val = round(fraction * n)
-    return 1 if fraction > 0 and n_val == 0 and n > 1 else n_val
-
-
-def steps_per_epoch(n: int, fraction: float, batch_size: int) -> int:
-    """Steps of an epoch on ``n`` rows, known before the data is loaded (to plan a job)."""
-    return -(-(n - n_validation(n, fraction)) // batch_size)
-
-
-def holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train row indices in seeded random order, validation row indices sorted)."""
-    n_val = n_validation(n, fraction)
-    order = np.random.default_rng([seed, STREAM_HOLDOUT]).permutation(n)
-    return order[n_val:], np.sort(order[:n_val])
-
-
-def shard_bounds(n: int, shards: int) -> np.ndarray:
-    """S+1 boundaries splitting n rows into near-equal shards, the larger ones first."""
-    if n < shards:
-        raise InvalidDataError(f"{n} training rows cannot fill {shards} shards")
-    q, r = divmod(n, shards)
-    sizes = np.full(shards, q, dtype=np.int64)
-    sizes[:r] += 1
-    return np.concatenate(([0], np.cumsum(sizes)))
-
-
-def shard_order(seed: int, epoch: int, shard: int, n: int) -> np.ndarray:
-    """The order in which a shard visits its rows in an epoch: seeded by (seed, epoch, shard)
-    alone, so it is the same on whichever worker computes the shard."""
-    return np.random.default_rng([seed, STREAM_SHARD_ORDER, epoch, shard]).permutation(n)
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """How many rows each shard draws at each step of an epoch.
-
-    An epoch has ``ceil(N / B)`` steps of the global batch ``B`` (the last one shorter). At each
-    step the batch is split over the shards with shares differing by at most one row; the rows
-    left over by the division go to the shards in turn, continuing where the previous step
-    stopped, so that over an epoch every shard draws exactly its own row count.
-    """
-
-    shares: np.ndarray  # (steps_per_epoch, shards) rows drawn
-    starts: np.ndarray  # (steps_per_epoch, shards) position in the shard's epoch order
-
-    @classmethod
-    def build(cls, n_train: int, batch_size: int, shards: int) -> StepPlan:
-        steps = -(-n_train // batch_size)
-        batch = np.full(steps, batch_size, dtype=np.int64)
-        batch[-1] = n_train - (steps - 1) * batch_size
-        extra = batch % shards
-        offset = (np.concatenate(([0], np.cumsum(extra)[:-1])) % shards)[:, None]
-        position = (np.arange(shards)[None, :] - offset) % shards
-        shares = batch[:, None] // shards + (position < extra[:, None])
-        starts = np.cumsum(shares, axis=0) - shares
-        return cls(shares=shares, starts=starts)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return int(self.shares.shape[0])

@@ -1,7 +1,8 @@
 """A job's data prepared once, and the per-shard gradient computation every rank runs.
 
-``JobData`` fixes everything SPEC section 4 derives from the spec and the data; ``ShardSet`` is
-the data plane's unit of work: the gradients of some of the job's shards at a given step.
+``JobData`` fixes everything SPEC section 4 derives from the spec and the dataset: the split
+(``core.splits``), the batch plan, and the rows this process holds (``core.rows``). ``ShardSet``
+is the data plane's unit of work: the gradients of some of the job's shards at a given step.
 """
 
 from __future__ import annotations
@@ -13,68 +14,83 @@ from functools import cached_property
 import numpy as np
 
 from core.backprop import Workspace
-from core.data import (
-    InvalidDataError,
-    StepPlan,
-    TargetEncoding,
-    check_arrays,
-    holdout,
-    in_dtype,
-    shard_bounds,
-    shard_order,
-)
+from core.data import DataShape, InvalidDataError, TargetEncoding
 from core.network import Network
 from core.optimizers import Optimizer, gradient_scale
+from core.rows import ArrayRows, Block, HeldRows, RowSource
 from core.spec import TrainSpec
+from core.splits import StepPlan, holdout, n_train, n_validation, shard_bounds, shard_order
 
 EVAL_CHUNK = 4096
 MAX_CACHED_VIEWS = 16
-
-Targets = tuple[TargetEncoding, np.ndarray]
-"""How ``y`` maps to the outputs, and ``y`` so encoded in the model's dtype."""
-
-
-def encode_targets(spec: TrainSpec, y: np.ndarray) -> Targets:
-    """The targets of ``y`` for ``spec``'s output and loss. Raises InvalidDataError."""
-    encoding = TargetEncoding.fit(y, spec.model.output, spec.loss)
-    return encoding, encoding.encode(y, np.dtype(spec.dtype))
 
 
 @dataclass(frozen=True)
 class JobData:
     spec: TrainSpec
+    shape: DataShape
     net: Network
     encoding: TargetEncoding
-    X: np.ndarray  # (n, n_in) in the model's dtype, every row
-    Y: np.ndarray  # (n, n_out) encoded targets
-    train_idx: np.ndarray  # training rows, in the seeded order that shards are cut from
-    val_idx: np.ndarray
-    bounds: np.ndarray  # (shards + 1,) shard s owns train_idx[bounds[s]:bounds[s+1]]
+    rows: HeldRows  # the rows this process holds, fetched as they are needed
+    bounds: np.ndarray  # (shards + 1,) shard s owns training positions bounds[s]:bounds[s+1]
     plan: StepPlan
+    seeded: tuple[np.ndarray, np.ndarray] | None  # the ``seeded`` split's (train, val) rows
 
     @classmethod
-    def prepare(cls, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
-                checked: bool = False, targets: Targets | None = None) -> JobData:
-        """``checked``: ``X`` and ``y`` passed ``check_arrays`` already (a worker checks a
-        dataset once, when it decodes it, instead of reading every value again per job).
-        ``targets``: ``encode_targets(spec, y)``, when the caller keeps them (a worker does,
-        for the datasets it keeps)."""
-        if not checked:
-            X, y = check_arrays(X, y)
-        encoding, Y = targets if targets is not None else encode_targets(spec, y)
-        net = Network.from_spec(spec, X.shape[1], encoding.n_out)
-        train_idx, val_idx = holdout(X.shape[0], spec.validation_fraction, spec.seed)
-        if len(train_idx) < spec.shards:
+    def build(cls, spec: TrainSpec, shape: DataShape, source: RowSource) -> JobData:
+        """The job of ``spec`` on the dataset ``shape`` describes, reading rows from
+        ``source`` as they are needed. Raises InvalidDataError when they cannot train it."""
+        shape.check_dtype(spec.dtype)
+        encoding = TargetEncoding.describe(shape, spec.model.output, spec.loss)
+        net = Network.from_spec(spec, shape.n_features, encoding.n_out)
+        train = n_train(shape.n_rows, spec.validation_fraction)
+        if train < spec.shards:
             raise InvalidDataError(
-                f"{len(train_idx)} training rows after the validation hold-out cannot fill "
+                f"{train} training rows after the validation hold-out cannot fill "
                 f"{spec.shards} shards")
-        return cls(
-            spec=spec, net=net, encoding=encoding,
-            X=in_dtype("X", X, net.dtype), Y=Y,
-            train_idx=train_idx, val_idx=val_idx,
-            bounds=shard_bounds(len(train_idx), spec.shards),
-            plan=StepPlan.build(len(train_idx), spec.batch_size, spec.shards),
-        )
+        seeded = (holdout(shape.n_rows, spec.validation_fraction, spec.seed)
+                  if shape.split == "seeded" else None)
+        return cls(spec=spec, shape=shape, net=net, encoding=encoding,
+                   rows=HeldRows(source, encoding, np.dtype(spec.dtype)),
+                   bounds=shard_bounds(train, spec.shards),
+                   plan=StepPlan.build(train, spec.batch_size, spec.shards), seeded=seeded)
+
+    @classmethod
+    def prepare(cls, spec: TrainSpec, X: np.ndarray, y: np.ndarray) -> JobData:
+        """The job on ``(X, y)`` in memory, split as the service splits an upload of them."""
+        source = ArrayRows(X, y)
+        return cls.build(spec, source.shape, source)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.bounds[-1])
+
+    def shard_block(self, shard: int) -> tuple[Block, np.ndarray]:
+        """A held block with every row of ``shard``, and those rows' positions in it (fetched
+        if no block held them)."""
+        lo, hi = int(self.bounds[shard]), int(self.bounds[shard + 1])
+        if self.seeded is None:
+            block = self.rows.block(lo, hi)
+            return block, np.arange(lo - block.start, hi - block.start)
+        block = self.rows.block(0, self.shape.n_rows)  # the seeded split reads every row
+        return block, self.seeded[0][lo:hi]
+
+    def hold(self, shards: Iterable[int]) -> None:
+        """Fetch the rows of ``shards`` (a contiguous run, as ranks are given) at once."""
+        owned = sorted(shards)
+        if owned and self.seeded is None:
+            self.rows.block(int(self.bounds[owned[0]]), int(self.bounds[owned[-1] + 1]))
+
+    @property
+    def has_validation(self) -> bool:
+        return n_validation(self.shape.n_rows, self.spec.validation_fraction) > 0
+
+    def validation_block(self) -> tuple[Block, np.ndarray]:
+        """A held block with the hold-out, and its rows' positions in it."""
+        if self.seeded is None:
+            block = self.rows.block(self.n_train, self.shape.n_rows)
+            return block, np.arange(self.n_train - block.start, self.shape.n_rows - block.start)
+        return self.rows.block(0, self.shape.n_rows), self.seeded[1]
 
     @cached_property
     def gradient_scale(self) -> float:
@@ -116,18 +132,20 @@ class JobData:
     def shard_rows(self, shard: int) -> int:
         return int(self.bounds[shard + 1] - self.bounds[shard])
 
-    def evaluate(self, params: np.ndarray, rows: np.ndarray) -> tuple[float, float | None]:
-        """(mean loss, accuracy or None for regression) of ``params`` on the given rows."""
+    def evaluate(self, params: np.ndarray) -> tuple[float, float | None]:
+        """(mean loss, accuracy or None for regression) of ``params`` on the hold-out."""
+        block, rows = self.validation_block()
         if len(rows) == 0:
             return float("nan"), None
         ws = Workspace(self.net, min(EVAL_CHUNK, len(rows)))
+        cast = Cast(block.X.dtype, ws)
         weights, biases = self.net.views(params)
         loss, correct = 0.0, 0
         for start in range(0, len(rows), ws.capacity):
             chunk = rows[start:start + ws.capacity]
             n = len(chunk)
-            np.take(self.X, chunk, axis=0, out=ws.inputs[:n], mode="clip")
-            np.take(self.Y, chunk, axis=0, out=ws.targets[:n], mode="clip")
+            cast.take(block.X, chunk)
+            np.take(block.Y, chunk, axis=0, out=ws.targets[:n], mode="clip")
             out = ws.forward(weights, biases, n)
             loss += ws.loss_sum(n)
             if self.encoding.classes is not None:
@@ -137,6 +155,24 @@ class JobData:
                 correct += int(np.count_nonzero(predicted == truth))
         accuracy = correct / len(rows) if self.encoding.classes is not None else None
         return loss / len(rows), accuracy
+
+
+class Cast:
+    """Takes rows of X, as stored, into a workspace's inputs in the job's dtype: directly when
+    the dtypes agree, else through a buffer of the stored dtype (made once)."""
+
+    def __init__(self, stored: np.dtype, ws: Workspace) -> None:
+        self.ws = ws
+        self.raw = (None if stored == ws.inputs.dtype
+                    else np.empty(ws.inputs.shape, dtype=stored))
+
+    def take(self, X: np.ndarray, rows: np.ndarray) -> None:
+        n, inputs = len(rows), self.ws.inputs
+        if self.raw is None:
+            X.take(rows, axis=0, out=inputs[:n], mode="clip")
+        else:
+            X.take(rows, axis=0, out=self.raw[:n], mode="clip")
+            inputs[:n] = self.raw[:n]
 
 
 class ShardSet:
@@ -151,6 +187,9 @@ class ShardSet:
         self.shard_ids = list(shard_ids)
         capacity = int(job.plan.shares[:, self.shard_ids].max()) if self.shard_ids else 1
         self.workspace = Workspace(job.net, max(capacity, 1))
+        self._casts: dict[np.dtype, Cast] = {}
+        # Per shard: its block, and its epoch's rows (positions in the block) in visit order.
+        self._blocks: dict[int, tuple[Block, np.ndarray]] = {}
         self._orders: dict[int, tuple[int, np.ndarray]] = {}
         self._views: dict[int, tuple[np.ndarray, tuple[list[np.ndarray], list[np.ndarray]]]] = {}
 
@@ -164,12 +203,17 @@ class ShardSet:
             cached = self._views[id(flat)] = (flat, self.job.net.views(flat))
         return cached[1]
 
+    def _block(self, shard: int) -> tuple[Block, np.ndarray]:
+        held = self._blocks.get(shard)
+        if held is None:
+            held = self._blocks[shard] = self.job.shard_block(shard)
+        return held
+
     def _epoch_rows(self, shard: int, epoch: int) -> np.ndarray:
         cached = self._orders.get(shard)
         if cached is None or cached[0] != epoch:
-            job = self.job
-            own = job.train_idx[job.bounds[shard]:job.bounds[shard + 1]]
-            rows = own[shard_order(job.spec.seed, epoch, shard, len(own))]
+            own = self._block(shard)[1]
+            rows = own[shard_order(self.job.spec.seed, epoch, shard, len(own))]
             self._orders[shard] = cached = (epoch, rows)
         return cached[1]
 
@@ -186,7 +230,11 @@ class ShardSet:
         rows = int(job.plan.shares[within, shard])
         start = int(job.plan.starts[within, shard])
         batch = self._epoch_rows(shard, epoch)[start:start + rows]
-        job.X.take(batch, axis=0, out=ws.inputs[:rows], mode="clip")
-        job.Y.take(batch, axis=0, out=ws.targets[:rows], mode="clip")
+        block = self._block(shard)[0]
+        cast = self._casts.get(block.X.dtype)
+        if cast is None:
+            cast = self._casts[block.X.dtype] = Cast(block.X.dtype, ws)
+        cast.take(block.X, batch)
+        block.Y.take(batch, axis=0, out=ws.targets[:rows], mode="clip")
         loss = ws.gradient(*self._views_of(params), *self._views_of(out), rows, scale)
         return loss, rows

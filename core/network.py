@@ -21,6 +21,8 @@ from core.spec import TrainSpec
 STREAM_INIT = 0
 STREAM_HOLDOUT = 1
 STREAM_SHARD_ORDER = 2
+STREAM_INGEST = 3
+STREAM_INGEST_BUCKET = 4
 
 
 @dataclass(frozen=True)

@@ -12,52 +12,18 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from core.job import JobData, ShardSet, Targets
+from core.job import JobData, ShardSet
 from core.local_sgd import LocalRounds, round_end, round_weights
 from core.model import Model
 from core.optimizers import Optimizer, make_optimizer
-from core.reduce import Leaf, Merged, Node, Nodes, spare_buffers, sum_nodes, tree_sum
+from core.reduce import Leaf, Merged, spare_buffers, sum_nodes, tree_sum
+from core.remote import RankLost, RemoteShards
 from core.spec import TrainSpec
-
-
-class RemoteShards(Nodes, Protocol):
-    """The shards that other ranks compute, as the leader's exchange with them offers them
-    (SPEC section 5; the service's exchange is ``worker.exchange``). ``await_node`` gives a
-    rank's partial sum, waiting for it. A rank that stops answering raises ``RankLost``: its
-    shards are planned again over the ranks left, this process included, and the round is
-    computed again."""
-
-    def begin(self, step: int, params: np.ndarray, optimizers: Sequence[Optimizer]) -> None:
-        """Start a round after ``step`` steps, from ``params`` (n_params,) and ``optimizers``
-        (exact averaging's one, or local SGD's one per shard, loaded at the round's end)."""
-        ...
-
-    @property
-    def local_nodes(self) -> list[Node]:
-        """The tree nodes of the shards this process computes, as planned now."""
-        ...
-
-    def share(self, sums: Mapping[Node, np.ndarray]) -> None:
-        """Give the ranks this process's partial sums, by node. Raises RankLost."""
-        ...
-
-    def losses(self) -> dict[int, list[float]]:
-        """Each remote shard's summed loss at each step of the round."""
-        ...
-
-
-class RankLost(Exception):
-    """Rank ``rank`` stopped answering; its shards are now computed by the ranks left."""
-
-    def __init__(self, rank: int) -> None:
-        super().__init__(f"rank {rank} stopped answering")
-        self.rank = rank
 
 
 class DivergedError(RuntimeError):
@@ -95,18 +61,29 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains ``spec`` on ``(X, y)``; iterate ``steps()`` or call ``run()``."""
+    """Trains ``spec`` on ``(X, y)`` in memory, as the service trains an upload of them
+    (``of_job``: on a job's rows wherever they are); iterate ``steps()`` or call ``run()``."""
 
     def __init__(self, spec: TrainSpec, X: np.ndarray, y: np.ndarray, *,
                  init: Mapping[str, np.ndarray] | None = None,
-                 submitted: Mapping[str, object] | None = None, checked: bool = False,
-                 targets: Targets | None = None) -> None:
+                 submitted: Mapping[str, object] | None = None) -> None:
         """``init``: starting weights (the .npz layout); ``submitted``: the whole job spec as
-        the user gave it, kept with the weights; ``checked`` and ``targets``: as for
-        ``JobData.prepare``."""
-        self.spec = spec
+        the user gave it, kept with the weights."""
+        self._setup(JobData.prepare(spec, X, y), init, submitted)
+
+    @classmethod
+    def of_job(cls, job: JobData, *, init: Mapping[str, np.ndarray] | None = None,
+               submitted: Mapping[str, object] | None = None) -> Trainer:
+        """The trainer of ``job``, which reads its rows as it needs them."""
+        trainer = cls.__new__(cls)
+        trainer._setup(job, init, submitted)
+        return trainer
+
+    def _setup(self, job: JobData, init: Mapping[str, np.ndarray] | None,
+               submitted: Mapping[str, object] | None) -> None:
+        spec = self.spec = job.spec
         self.spec_dict = dict(submitted) if submitted is not None else spec.to_dict()
-        self.job = job = JobData.prepare(spec, X, y, checked=checked, targets=targets)
+        self.job = job
         net = job.net
         self.params = (net.from_arrays(init) if init is not None
                        else net.init_params(spec.seed, spec.model.init_scheme))
@@ -131,11 +108,22 @@ class Trainer:
             make_optimizer(spec.optimizer, net.n_params, net.dtype) for _ in range(n_opt)]
         self._rounds = LocalRounds(self._shards) if self.local else None
         self._round_losses: deque[float] = deque()  # the round's steps not yet returned
+        self._held = False  # hold_rows has run
 
     def attach(self, remote: RemoteShards | None) -> None:
         """Let other ranks compute the shards that ``remote`` plans for them (None: this
         process computes them all). The result is the same bits either way."""
         self._remote = remote
+
+    def hold_rows(self) -> None:
+        """Fetch the rows this process computes on now: its shards, in one read, and the
+        hold-out. A shard it takes over later (a rank lost) is fetched when first needed."""
+        nodes = self._remote.local_nodes if self._remote is not None else [
+            (0, self.spec.shards)]
+        self.job.hold(shard for lo, hi in nodes for shard in range(lo, hi))
+        if self.job.has_validation:
+            self.job.validation_block()
+        self._held = True
 
     @property
     def total_steps(self) -> int:
@@ -251,6 +239,8 @@ class Trainer:
 
     def train_step(self) -> StepEvent:
         job, step = self.job, self.step
+        if not self._held:
+            self.hold_rows()
         rows = job.step_rows(step)
         epoch_end = (step + 1) % job.steps_per_epoch == 0
         # Overflow is how divergence shows; it is reported as DivergedError, not as warnings.
@@ -270,7 +260,7 @@ class Trainer:
             return event
         epoch_loss = self._epoch_loss / self._epoch_rows
         self._epoch_loss, self._epoch_rows = 0.0, 0
-        val_loss, val_accuracy = (job.evaluate(self.params, job.val_idx) if len(job.val_idx)
+        val_loss, val_accuracy = (job.evaluate(self.params) if job.has_validation
                                   else (None, None))
         return StepEvent(step=event.step, epoch=event.epoch, train_loss=event.train_loss,
                          rows=rows, epoch_end=True, epoch_train_loss=epoch_loss,

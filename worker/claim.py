@@ -108,8 +108,7 @@ def prepare(session: Session, job_id: str, claimed: Claim) -> Prepared | Outcome
     job = leased_job(session, job_id, claimed.attempt)
     try:
         data = load_input(session, job, claimed.spec)
-        trainer = Trainer(data.spec, data.X, data.y, init=data.init, submitted=data.submitted,
-                          checked=True, targets=data.targets)
+        trainer = Trainer.of_job(data.job, init=data.init, submitted=data.spec.submitted)
     except DBAPIError:
         raise
     except Exception as exc:

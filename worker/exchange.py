@@ -29,7 +29,7 @@ import numpy as np
 
 from core.optimizers import Optimizer, load_shard_states, shard_states, state_arrays
 from core.reduce import Node, covering_nodes
-from core.training import RankLost
+from core.remote import RankLost
 from worker.joining import Team, plan_ranks
 from worker.telemetry import ROUND_SECONDS
 from worker.transport.links import LinkClosed

@@ -134,6 +134,7 @@ def _lead(job_id: str, claimed: Claim, factory: SessionFactory, settings: Settin
                                            settings.rank_timeout_s, job_id,
                                            local_sgd=trainer.local)
                     trainer.attach(exchange)
+                trainer.hold_rows()  # its shards and the hold-out, as the ranks read theirs
                 run = LeaderRun(trainer, prepared.progress, records, writer, settings,
                                 exchange)
                 log.info("attempt %d starts at step %d of %d on %d rank(s)", claimed.attempt,

@@ -10,10 +10,11 @@ import numpy as np
 from cachetools import LRUCache, cached
 from sqlalchemy.orm import Session
 
-from core.data import InvalidDataError, check_arrays, output_width
-from core.job import Targets, encode_targets
+from core.data import InvalidDataError, output_width
+from core.job import JobData
 from core.network import Network
 from core.npz import from_npz
+from core.rows import ArrayRows
 from core.spec import TrainSpec
 from db.models import Dataset, Job
 from db.queries.checkpoints import get_weights
@@ -41,13 +42,10 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class TrainingInput:
-    """A job's numeric spec, and its data, checked already (``core.data.check_arrays``)."""
+    """A job's data, as its rows will be read, and its initial weights."""
 
-    spec: TrainSpec
-    submitted: dict[str, Any]  # the whole job spec, stored with the weights
-    X: np.ndarray
-    y: np.ndarray
-    targets: Targets  # y encoded for the spec's output and loss
+    spec: JobSpec
+    job: JobData
     init: dict[str, np.ndarray] | None
 
 
@@ -55,32 +53,18 @@ class TrainingInput:
 # (a sweep, a retry, the other ranks' next job) starts without reading, decoding and checking
 # it again (checking alone reads every value: 10 ms for 188 MB here).
 CACHED_DATASETS = 2
-# Their targets as jobs encode them (by hash, output, loss and dtype): a leader and its ranks,
-# and the next job of a sweep, neither fit nor one-hot encode the labels again (2 ms for the
-# 60,000 rows of bench.service's reference job, on the way to its first step).
-CACHED_TARGETS = 4
 # The leader's gathering thread and its training thread may load at once.
 _cache_lock = threading.Lock()
 
 
 @cached(LRUCache(maxsize=CACHED_DATASETS), key=lambda dataset: dataset.sha256, lock=_cache_lock)
-def dataset_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) of ``dataset``, checked (``core.data.check_arrays``) and shared read-only
+def dataset_rows(dataset: Dataset) -> ArrayRows:
+    """The rows of ``dataset``, checked and in the order jobs split them, shared read-only
     between the jobs of this process. Raises InvalidDataError (and keeps nothing)."""
     arrays = from_npz(dataset.content)
-    X, y = check_arrays(arrays["X"], arrays["y"])
-    X.flags.writeable = y.flags.writeable = False
-    return X, y
-
-
-@cached(LRUCache(maxsize=CACHED_TARGETS), lock=_cache_lock,
-        key=lambda dataset, spec: (dataset.sha256, spec.model.output, spec.loss, spec.dtype))
-def dataset_targets(dataset: Dataset, spec: TrainSpec) -> Targets:
-    """``core.job.encode_targets`` of ``dataset``'s ``y``, shared read-only between the jobs
-    of this process. Raises InvalidDataError (and keeps nothing)."""
-    targets = encode_targets(spec, dataset_arrays(dataset)[1])
-    targets[1].flags.writeable = False
-    return targets
+    rows = ArrayRows(arrays["X"], arrays["y"])
+    rows.X.flags.writeable = rows.y.flags.writeable = False
+    return rows
 
 
 def planned_network(session: Session, job: Job) -> tuple[JobSpec, Network]:
@@ -101,10 +85,10 @@ def _dataset(session: Session, job: Job) -> Dataset:
 
 
 def load_input(session: Session, job: Job, spec: JobSpec) -> TrainingInput:
-    """The rows and initial weights of ``job`` (whose spec is ``spec``). Raises
+    """The data and initial weights of ``job`` (whose spec is ``spec``). Raises
     InvalidDataError (or SpecError) when the job cannot train as stored."""
-    dataset = _dataset(session, job)
-    X, y = dataset_arrays(dataset)
+    rows = dataset_rows(_dataset(session, job))
+    data = JobData.build(spec.train, rows.shape, rows)
     init = None
     if spec.init:
         source = get_job(session, tenant_id=job.tenant_id, job_id=spec.init)
@@ -112,5 +96,4 @@ def load_input(session: Session, job: Job, spec: JobSpec) -> TrainingInput:
         if weights is None:
             raise InvalidDataError(f"init job {spec.init} has no final weights")
         init = from_npz(weights.data)
-    return TrainingInput(spec=spec.train, submitted=spec.submitted, X=X, y=y,
-                         targets=dataset_targets(dataset, spec.train), init=init)
+    return TrainingInput(spec=spec, job=data, init=init)

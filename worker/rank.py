@@ -62,9 +62,7 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
             job = session.get(Job, job_id)
             if job is None or job.is_finished or job.attempt != attempt:
                 return Outcome.NOT_NEEDED  # the job ended, or its leader restarted, before this ran
-            data = load_input(session, job, JobSpec.read(job.spec))
-        job_data = JobData.prepare(data.spec, data.X, data.y, checked=True,
-                                   targets=data.targets)
+            job_data = load_input(session, job, JobSpec.read(job.spec)).job
     except (InvalidDataError, SpecError, ValueError) as exc:
         log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
                  job_id, exc)
@@ -97,6 +95,7 @@ class RankShards:
     def __init__(self, job: JobData, owned: list[int]) -> None:
         net = job.net
         self.job, self.owned = job, owned
+        job.hold(owned)  # the rows of its shards, in one read, before the first round
         self.shard_set = ShardSet(job, owned)
         self.nodes = covering_nodes(0, job.spec.shards, set(owned))
         self.sums = [net.empty() for _ in self.nodes]

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from api.queue import EnqueueError
 from api.schemas.jobs import JobCreate
 from api.services.errors import Conflict, InvalidInput, QueueFull, Unavailable
-from core.data import InvalidDataError, n_validation, output_width, steps_per_epoch
+from core.data import InvalidDataError, output_width
 from core.network import Network
 from core.npz import from_npz
+from core.splits import n_validation, steps_per_epoch
 from db.models import Dataset, Job
 from db.queries.checkpoints import get_weights
 from db.queries.datasets import get_dataset

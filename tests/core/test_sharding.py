@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.data import StepPlan, holdout, shard_bounds
 from core.job import JobData, ShardSet
 from core.spec import ModelSpec, OptimizerSpec, TrainSpec
+from core.splits import StepPlan, holdout, shard_bounds
 from core.training import Trainer
 from tests.utils.data import blobs
 from tests.utils.gradients import mean_gradient
@@ -60,16 +60,22 @@ def test_row_weighted_shard_average_equals_union_batch_gradient(
     rows = job.step_rows(step)
 
     total, scratch = job.net.empty(), job.net.empty()
-    union: list[np.ndarray] = []
+    union: list[int] = []  # the rows drawn, by their place in the stored order
+    inputs, targets = [], []
     epoch, within = divmod(step, job.steps_per_epoch)
     for shard in range(shards):
         _, used = shard_set.gradient(shard, step, params, scratch, 1.0 / rows)
         total += scratch
         start = job.plan.starts[within, shard]
-        union.extend(shard_set._epoch_rows(shard, epoch)[start:start + used])
+        block = shard_set._block(shard)[0]
+        drawn = shard_set._epoch_rows(shard, epoch)[start:start + used]
+        union.extend((block.start + drawn).tolist())
+        inputs.append(block.X[drawn].astype(job.net.dtype))
+        targets.append(block.Y[drawn])
     assert len(union) == rows == len(set(union))
 
-    _, expected = mean_gradient(job.net, params, job.X[union], job.Y[union])
+    _, expected = mean_gradient(job.net, params, np.concatenate(inputs),
+                                np.concatenate(targets))
     np.testing.assert_allclose(total, expected, rtol=1e-10, atol=1e-13)
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, object_session
 
-from core.data import infer_task, steps_per_epoch
+from core.data import infer_task
 from core.npz import to_npz
+from core.splits import steps_per_epoch
 from db.models import Dataset, Job
 from db.queries.datasets import store_dataset
 from db.queries.jobs import create_job

@@ -88,7 +88,7 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
         for name, array in reference.weights().items():
             assert np.array_equal(from_npz(final.data)[name], array)
         assert job.final_val_accuracy == pytest.approx(
-            reference.job.evaluate(reference.params, reference.job.val_idx)[1])
+            reference.job.evaluate(reference.params)[1])
         best = get_weights(session, job_id=job_id, kind="best")
         assert best is not None and best.step == job.best_step
         initial = session.get(Checkpoint, (job_id, 0))
