@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -19,6 +19,10 @@ MiB = 1024 * 1024
 
 def _default_database_url(data: dict[str, Any]) -> str:
     return f"sqlite:///{data['data_dir'] / 'shardtrain.sqlite3'}"
+
+
+def _default_blob_dir(data: dict[str, Any]) -> Path:
+    return Path(data["data_dir"]) / "blobs"
 
 
 class Settings(BaseSettings):
@@ -80,15 +84,44 @@ class Settings(BaseSettings):
     """A tmpfs where a leader offers the ranks on its host shared memory for the bytes of
     every step; empty: over TCP only, as with ranks on other hosts."""
 
-    @field_validator("data_dir")
+    blob_store: Literal["local", "s3"] = "local"
+    """Where dataset content, checkpoints and weights go: a directory or an S3 bucket."""
+    blob_dir: Path = Field(default_factory=_default_blob_dir)
+    """The directory of the ``local`` blob store (default: ``blobs`` in ``data_dir``)."""
+    s3_endpoint_url: str | None = None
+    """The S3 server, e.g. ``http://seaweedfs:8333``; unset: AWS S3 itself."""
+    s3_bucket: str = "shardtrain"
+    """The bucket of the ``s3`` blob store, created on first use if missing."""
+    s3_prefix: str = ""
+    """Put before every key, so that deployments can share a bucket."""
+    s3_region: str = "us-east-1"
+    """The region of the bucket (S3-compatible servers take any)."""
+    s3_access_key_id: str | None = None
+    """With ``s3_secret_access_key``; both unset: boto3's default chain (environment,
+    config files, instance role)."""
+    s3_secret_access_key: SecretStr | None = None
+    """The secret of ``s3_access_key_id``."""
+    s3_part_bytes: int = Field(default=8 * MiB, ge=5 * MiB)
+    """What one S3 blob writer buffers and sends as a part (S3's minimum part is 5 MiB; 10,000
+    parts make its largest blob: 78 GiB at 8 MiB)."""
+
+    @field_validator("data_dir", "blob_dir")
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("shared_memory_dir", mode="before")
+    @field_validator("shared_memory_dir", "s3_endpoint_url", "s3_access_key_id",
+                     "s3_secret_access_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _s3_keys_in_pairs(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both SHARDTRAIN_S3_ACCESS_KEY_ID and "
+                             "SHARDTRAIN_S3_SECRET_ACCESS_KEY, or neither")
+        return self
 
     @model_validator(mode="after")
     def _refuse_embedded_parts_in_production(self) -> Settings:
@@ -103,6 +136,10 @@ class Settings(BaseSettings):
             problems.append("SHARDTRAIN_BROKER_URL is the in-process memory:// broker; use Redis")
         if self.redis_url is None:
             problems.append("SHARDTRAIN_REDIS_URL is unset, which runs every job on one rank")
+        if self.blob_store == "local":
+            # The API and the workers run in separate containers or hosts: a directory of one
+            # is not the other's.
+            problems.append("SHARDTRAIN_BLOB_STORE is local, a directory of one host; use s3")
         if problems:
             raise ValueError("unsafe settings for production: " + "; ".join(problems))
         return self

@@ -17,7 +17,7 @@ from tests.utils.server import free_port
 # Variables that would point the service, or the CLI, elsewhere than the test's own.
 FOREIGN = ("SHARDTRAIN_DATABASE_URL", "SHARDTRAIN_BROKER_URL", "SHARDTRAIN_REDIS_URL",
            "SHARDTRAIN_RESULT_BACKEND", "SHARDTRAIN_URL", "SHARDTRAIN_TOKEN",
-           "SHARDTRAIN_ENVIRONMENT")
+           "SHARDTRAIN_ENVIRONMENT", "SHARDTRAIN_BLOB_STORE", "SHARDTRAIN_BLOB_DIR")
 
 
 def _clear_process_settings() -> None:
