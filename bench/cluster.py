@@ -1,7 +1,8 @@
 """A shardtrain deployment made of the processes of docker-compose.yml, run on this machine.
 
 ``Cluster.start`` runs the compose services' own commands (``bench.compose``)
-against the local Redis and a PostgreSQL database of its own: ``migrate`` to completion, then
+against the local Redis, a PostgreSQL database of its own and a prefix of its own on an S3
+server (``bench.seaweed``): ``migrate`` to completion, then
 ``api`` (uvicorn on a free loopback port) and N ``worker`` processes (celery, concurrency 1),
 and waits until the API is ready and every worker answers a ping. A token comes from the
 ``shardtrain token create`` command, run with the same environment.
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import redis
@@ -30,6 +32,7 @@ from bench.compose import (
     service_environment,
 )
 from bench.processes import Process, Processes, wait_until
+from bench.seaweed import BUCKET, SeaweedS3
 from db.task_names import TRAIN_RANK
 from worker.presence import IDLE_WORKERS
 
@@ -50,11 +53,13 @@ COMMAND_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Backends:
-    """Where a cluster keeps its state: a database, a broker and a data plane."""
+    """Where a cluster keeps its state: a database, a broker, a data plane and an S3 server
+    for its blobs."""
 
     database_url: str
     broker_url: str
     redis_url: str
+    s3: SeaweedS3
 
 
 def free_port() -> int:
@@ -81,7 +86,11 @@ class Cluster:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**local_env(service_environment(compose, "worker"), backends.database_url,
-                                backends.broker_url, backends.redis_url), **E2E_ENV}
+                                backends.broker_url, backends.redis_url,
+                                s3_endpoint_url=backends.s3.endpoint),
+                    # The server's keys, and a prefix of this cluster's own in its bucket.
+                    **backends.s3.env(BUCKET, prefix=f"cluster-{uuid4().hex[:12]}"),
+                    **E2E_ENV}
         self._argv = {
             "migrate": service_argv(compose, "migrate"),
             "api": service_argv(compose, "api",

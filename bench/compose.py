@@ -3,7 +3,7 @@
 The end-to-end tests and the service benchmark start exactly the commands that compose runs
 (migrate, api, worker) as local processes against the machine's own Redis and PostgreSQL, so
 what they prove and measure is what a deployment runs. Only the addresses change: compose's
-hostnames (``postgres``, ``redis``) become the local services' URLs.
+hostnames (``postgres``, ``redis``, ``seaweedfs``) become the local services' URLs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
-# The services that run the project image (the others are stock redis and postgres).
+# The services that run the project image (the others are stock redis, postgres, seaweedfs).
 PROJECT_SERVICES = ("migrate", "api", "worker")
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -87,21 +87,24 @@ def local_env(
     broker_url: str,
     redis_url: str,
     *,
+    s3_endpoint_url: str | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment for a compose service run here, for ``subprocess.Popen(env=...)``.
 
     ``base`` (default: this process's environment) overlaid with the service's compose
-    environment, whose database, broker and data-plane URLs are replaced by the local ones and
-    whose bind host becomes the loopback interface. Any other value still naming a host that
-    is not local raises, so a new setting that points at a compose hostname is noticed rather
-    than tried against a host that does not exist here.
+    environment, whose database, broker and data-plane URLs (and S3 endpoint, when given) are
+    replaced by the local ones and whose bind host becomes the loopback interface. Any other
+    value still naming a host that is not local raises, so a new setting that points at a
+    compose hostname is noticed rather than tried against a host that does not exist here.
     """
     env = dict(os.environ if base is None else base)
     env.update(services_env)
     env["SHARDTRAIN_DATABASE_URL"] = database_url
     env["SHARDTRAIN_BROKER_URL"] = broker_url
     env["SHARDTRAIN_REDIS_URL"] = redis_url
+    if s3_endpoint_url is not None:
+        env["SHARDTRAIN_S3_ENDPOINT_URL"] = s3_endpoint_url
     if "SHARDTRAIN_HOST" in env:
         env["SHARDTRAIN_HOST"] = "127.0.0.1"
     for key in services_env.keys() | {

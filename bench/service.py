@@ -45,6 +45,7 @@ from api.client import WAIT_POLL_S
 from bench.cluster import Backends, Cluster
 from bench.core.data import synthetic
 from bench.machine import cpu_ticks, machine_info, print_report, steal_percent
+from bench.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, seaweed_s3
 from bench.sync import sync_results
 from core.job import JobData, ShardSet
 from core.npz import to_npz
@@ -206,7 +207,8 @@ class Service:
     its own: started, the dataset uploaded, and one short job run on it per worker process
     (each decodes the dataset once), as a service in use would be."""
 
-    def __init__(self, workers: int, redis_dbs: tuple[int, int], log_dir: Path) -> None:
+    def __init__(self, workers: int, redis_dbs: tuple[int, int], log_dir: Path,
+                 s3: SeaweedS3) -> None:
         self.workers = workers
         self.database = f"shardtrain_bench_{uuid4().hex[:12]}"
         broker, plane = (f"redis://127.0.0.1:6379/{db}" for db in redis_dbs)
@@ -214,7 +216,7 @@ class Service:
             redis.Redis.from_url(url).flushdb()
         self.cluster = Cluster(workers, Backends(
             make_url(POSTGRES_ADMIN_URL).set(database=self.database).render_as_string(False),
-            broker, plane), log_dir / f"{workers}-workers")
+            broker, plane, s3), log_dir / f"{workers}-workers")
         (log_dir / f"{workers}-workers").mkdir()
         self.cluster.env["SHARDTRAIN_MAX_BODY_BYTES"] = str(1 << 30)
         self.cluster.env["SHARDTRAIN_METRICS_FLUSH_S"] = "1.0"
@@ -256,11 +258,13 @@ def reference_results(quick: bool) -> list[dict[str, Any]]:
     ranks: dict[str, dict[int, int | None]] = {label: {} for label in specs}
     # By their names in the report: two processes running free, and in lockstep.
     ceilings: dict[str, list[float]] = {"two_core_ceiling": [], "lockstep_ceiling": []}
-    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+    # The services' blob store.
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp, \
+            seaweed_s3(ACCESS_KEY, SECRET_KEY, bucket=BUCKET) as s3:
         data_file = Path(tmp) / "reference.npz"
         content = to_npz({"X": data.X, "y": data.y})
         data_file.write_bytes(content)
-        services = {workers: Service(workers, dbs, Path(tmp))
+        services = {workers: Service(workers, dbs, Path(tmp), s3)
                     for workers, dbs in ((1, SERVICE_REDIS_DBS[0]), (2, SERVICE_REDIS_DBS[1]))}
         try:
             for service in services.values():

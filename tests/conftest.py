@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, seaweed_s3, weed_binary
 from db.migrate import upgrade
-from tests.utils.seaweed import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, seaweed_s3, weed_binary
 from tests.utils.services import require
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
+from bench.seaweed import BUCKET, SeaweedS3
 from db.blobs import blob_store
 from db.blobs.local import LocalBlobStore
 from db.blobs.s3 import S3BlobStore
 from db.settings import Settings
-from tests.utils.seaweed import BUCKET, SeaweedS3
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
 

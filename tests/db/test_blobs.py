@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.seaweed import SeaweedS3
 from db.blobs import MIN_PART, BlobNotFound, BlobStore, InvalidParts
 from db.blobs.local import LocalBlobStore
 from db.blobs.s3 import s3_client
 from tests.utils.blobs import leftovers, s3_store
-from tests.utils.seaweed import SeaweedS3
 
 
 @pytest.fixture(scope="module")

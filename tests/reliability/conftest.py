@@ -1,6 +1,6 @@
-"""Fixtures of the reliability scenarios: real compose processes on the local Redis and
-PostgreSQL, as in ``tests/e2e``, whose helpers and shared fixtures (``tests/e2e/fixtures.py``)
-they use.
+"""Fixtures of the reliability scenarios: real compose processes on the local Redis,
+PostgreSQL and SeaweedFS, as in ``tests/e2e``, whose helpers and shared fixtures
+(``tests/e2e/fixtures.py``) they use.
 
 Each module gets one cluster of ``WORKERS`` workers (default 1) with ``ENV`` (a module
 constant, default none) added to the environment of every process, on a PostgreSQL database
@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from bench.cluster import Backends, Cluster
+from bench.seaweed import SeaweedS3
 from tests.e2e.fixtures import redis_db_url
 from tests.utils.services import require
 
@@ -50,13 +51,13 @@ def start_cluster(workers: int, backends: Backends, log_dir: Path,
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, redis_urls: tuple[str, str], database_url: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+            seaweed: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     for url in redis_urls:
         with redis.Redis.from_url(url) as connection:
             connection.flushdb()
     name = request.module.__name__.split(".")[-1]
     cluster = start_cluster(getattr(request.module, "WORKERS", 1),
-                            Backends(database_url, *redis_urls),
+                            Backends(database_url, *redis_urls, seaweed),
                             tmp_path_factory.mktemp(f"logs-{name}"),
                             getattr(request.module, "ENV", {}))
     try:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from bench.cluster import Backends, Cluster
 from bench.load import Outcome, burst, get_request, open_loop
 from bench.processes import Process
+from bench.seaweed import SeaweedS3
 from db.queries.metrics import upsert_metrics
 from tests.reliability.conftest import start_cluster
 
@@ -91,8 +92,9 @@ def test_an_overload_held_for_20_s_leaves_the_api_answering_within_a_second(
 
 
 def test_sigterm_during_a_burst_ends_the_api_within_its_bound(
-        database_url: str, redis_urls: tuple[str, str], tmp_path: Path) -> None:
-    api = start_cluster(0, Backends(database_url, *redis_urls), tmp_path)
+        database_url: str, redis_urls: tuple[str, str], seaweed: SeaweedS3,
+        tmp_path: Path) -> None:
+    api = start_cluster(0, Backends(database_url, *redis_urls, seaweed), tmp_path)
     try:
         target = job_id(api)
         outcomes: list[Outcome] = []

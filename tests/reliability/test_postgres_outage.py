@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from bench.cluster import Backends, Cluster
 from bench.processes import wait_until
+from bench.seaweed import SeaweedS3
 from tests.e2e.checks import assert_every_step_once, assert_succeeded, digits_spec
 from tests.reliability.conftest import start_cluster
 from tests.reliability.helpers import http, wait_step
@@ -44,7 +45,7 @@ def proxy(database_url: str) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture(scope="module")
-def cluster(proxy: TcpProxy, database_url: str, redis_urls: tuple[str, str],
+def cluster(proxy: TcpProxy, database_url: str, redis_urls: tuple[str, str], seaweed: SeaweedS3,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     import redis
 
@@ -52,8 +53,8 @@ def cluster(proxy: TcpProxy, database_url: str, redis_urls: tuple[str, str],
         with redis.Redis.from_url(url) as connection:
             connection.flushdb()
     through_proxy = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
-    cluster = start_cluster(1, Backends(through_proxy.render_as_string(False), *redis_urls),
-                            tmp_path_factory.mktemp("logs-postgres"), ENV)
+    backends = Backends(through_proxy.render_as_string(False), *redis_urls, seaweed)
+    cluster = start_cluster(1, backends, tmp_path_factory.mktemp("logs-postgres"), ENV)
     try:
         yield cluster
     finally:

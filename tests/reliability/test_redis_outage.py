@@ -16,6 +16,7 @@ import pytest
 from bench.cluster import Backends, Cluster, free_port
 from bench.compose import REPO_ROOT
 from bench.processes import Process, wait_until
+from bench.seaweed import SeaweedS3
 from tests.e2e.checks import assert_every_step_once, assert_succeeded, digits_spec
 from tests.reliability.conftest import start_cluster
 from tests.reliability.helpers import http, wait_step
@@ -79,10 +80,10 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
 
 
 @pytest.fixture(scope="module")
-def cluster(private_redis: PrivateRedis, database_url: str,
+def cluster(private_redis: PrivateRedis, database_url: str, seaweed: SeaweedS3,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = start_cluster(1, Backends(database_url, private_redis.url(0),
-                                        private_redis.url(1)),
+                                        private_redis.url(1), seaweed),
                             tmp_path_factory.mktemp("logs-redis"), ENV)
     try:
         yield cluster

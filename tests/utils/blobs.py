@@ -6,11 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from bench.seaweed import BUCKET
 from db.blobs.keys import MIN_PART
 from db.blobs.local import LocalBlobStore
 from db.blobs.s3 import S3BlobStore
 from db.blobs.store import BlobStore
-from tests.utils.seaweed import BUCKET
 
 
 def s3_store(client: Any, *, part_size: int = MIN_PART) -> S3BlobStore:
