@@ -18,6 +18,7 @@ from api.admission import DatabaseGate
 from api.model_cache import ModelCache
 from api.queue import broker_reachable, enqueue_job
 from db.base import MAX_INTEGER
+from db.blobs import BlobStore, blob_store
 from db.engine import SessionFactory, make_engine, make_session_factory
 from db.models import Job, Tenant
 from db.queries.jobs import get_job
@@ -133,6 +134,14 @@ async def get_broker_check(settings: SettingsDep) -> BrokerCheck:
 
 
 BrokerCheckDep = Annotated[BrokerCheck, Depends(get_broker_check)]
+
+
+async def get_store(settings: SettingsDep) -> BlobStore:
+    """The blob store of the app's settings (made on the first request that needs it)."""
+    return blob_store(settings)
+
+
+StoreDep = Annotated[BlobStore, Depends(get_store)]
 
 
 async def get_model_cache(request: Request) -> ModelCache:

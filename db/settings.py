@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     """How often each worker looks for stalled jobs (``stall_timeout_s``)."""
     max_attempts: int = Field(default=5, gt=0)
     """Attempts after which a stalled job is failed (``stalled``) rather than re-enqueued."""
+    row_cache_bytes: int = Field(default=512 * MiB, ge=0)
+    """Rows a worker process keeps between jobs (``worker.row_cache``)."""
     rank_join_s: float = Field(default=0.25, ge=0)
     """How long a leader waits for its ranks to join before training with those that did."""
     rank_timeout_s: float = Field(default=30.0, gt=0)

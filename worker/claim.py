@@ -20,8 +20,9 @@ from core.data import InvalidDataError
 from core.network import Network
 from core.spec import SpecError
 from core.training import Trainer
+from db.blobs import BlobStore
 from db.models import Job
-from db.queries.checkpoints import latest_checkpoint
+from db.queries.checkpoints import latest_checkpoint, read_checkpoint
 from db.queries.leases import claim_job
 from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings
@@ -102,12 +103,13 @@ def claim(session: Session, job_id: str, settings: Settings, lease: int | None
     return Claim(attempt, spec, net)
 
 
-def prepare(session: Session, job_id: str, claimed: Claim) -> Prepared | Outcome:
-    """Load the claimed job's rows and build its trainer at the latest checkpoint; or the
-    job's outcome when its data cannot train. Raises LeaseLost."""
+def prepare(session: Session, store: BlobStore, job_id: str, claimed: Claim,
+            settings: Settings) -> Prepared | Outcome:
+    """Build the claimed job's trainer at its latest checkpoint (its rows are read as it
+    first needs them); or the job's outcome when its data cannot train. Raises LeaseLost."""
     job = leased_job(session, job_id, claimed.attempt)
     try:
-        data = load_input(session, job, claimed.spec)
+        data = load_input(session, store, job, claimed.spec, settings)
         trainer = Trainer.of_job(data.job, init=data.init, submitted=data.spec.submitted)
     except DBAPIError:
         raise
@@ -117,5 +119,5 @@ def prepare(session: Session, job_id: str, claimed: Claim) -> Prepared | Outcome
     checkpoint = latest_checkpoint(session, job_id=job_id)
     if checkpoint is None:
         return Prepared(trainer, progress, state_bytes(trainer))
-    restore(trainer, checkpoint.state)
+    restore(trainer, read_checkpoint(store, checkpoint))
     return Prepared(trainer, progress, None)

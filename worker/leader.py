@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.checkpoint import state_bytes
 from core.training import DivergedError, StepEvent, Trainer
+from db.blobs import blob_store
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.queries.leases import holds_lease, release_job
@@ -75,9 +76,9 @@ def run_job(job_id: str, *, factory: SessionFactory | None = None,
     if isinstance(claimed, Outcome):
         return claimed
     try:
+        records = (writes or Records)(factory, job_id, claimed.attempt, blob_store(settings))
         return _lead(job_id, claimed, factory, settings, launch or launch_rank,
-                     requeue or requeue_job, (writes or Records)(factory, job_id,
-                                                                 claimed.attempt))
+                     requeue or requeue_job, records)
     except (DBAPIError, LeaseLost) as exc:
         return _lost(exc, factory, job_id, claimed.attempt)
 
@@ -115,7 +116,7 @@ def _lead(job_id: str, claimed: Claim, factory: SessionFactory, settings: Settin
     with Gathering(job_id, claimed.attempt, wanted, spec.train, claimed.net,
                    settings) as gathering:
         with session_scope(factory) as session:
-            prepared = prepare(session, job_id, claimed)
+            prepared = prepare(session, records.store, job_id, claimed, settings)
         if isinstance(prepared, Outcome):
             return prepared
         trainer = prepared.trainer

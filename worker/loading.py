@@ -10,15 +10,19 @@ import numpy as np
 from cachetools import LRUCache, cached
 from sqlalchemy.orm import Session
 
-from core.data import InvalidDataError, output_width
+from core.data import DataShape, InvalidDataError, output_width
 from core.job import JobData
 from core.network import Network
 from core.npz import from_npz
-from core.rows import ArrayRows
+from core.rows import ArrayRows, RowSource
 from core.spec import TrainSpec
+from db.blobs import BlobStore
+from db.blobs.datasets import StoredRows, read_npz
 from db.models import Dataset, Job
-from db.queries.checkpoints import get_weights
+from db.queries.checkpoints import read_weights
 from db.queries.jobs import get_job
+from db.settings import Settings
+from worker.row_cache import CachedRows, row_cache
 
 
 @dataclass(frozen=True)
@@ -49,22 +53,40 @@ class TrainingInput:
     init: dict[str, np.ndarray] | None
 
 
-# Decoded datasets kept by this worker process, by content hash: the next job on the same data
-# (a sweep, a retry, the other ranks' next job) starts without reading, decoding and checking
-# it again (checking alone reads every value: 10 ms for 188 MB here).
-CACHED_DATASETS = 2
+# Datasets in the "npz" layout kept decoded by this worker process, by id: the next job on
+# one (a sweep, a retry, the other ranks' next job) starts without reading and checking it.
+CACHED_NPZ_DATASETS = 2
 # The leader's gathering thread and its training thread may load at once.
-_cache_lock = threading.Lock()
+_npz_lock = threading.Lock()
 
 
-@cached(LRUCache(maxsize=CACHED_DATASETS), key=lambda dataset: dataset.sha256, lock=_cache_lock)
-def dataset_rows(dataset: Dataset) -> ArrayRows:
-    """The rows of ``dataset``, checked and in the order jobs split them, shared read-only
-    between the jobs of this process. Raises InvalidDataError (and keeps nothing)."""
-    arrays = from_npz(dataset.content)
-    rows = ArrayRows(arrays["X"], arrays["y"])
+@cached(LRUCache(maxsize=CACHED_NPZ_DATASETS), key=lambda store, dataset: dataset.id,
+        lock=_npz_lock)
+def npz_rows(store: BlobStore, dataset: Dataset) -> ArrayRows:
+    """The rows of a dataset stored before the ``rows`` layout, whole, split by each job's
+    seed as they were then. Raises InvalidDataError (and keeps nothing)."""
+    arrays = read_npz(store, dataset.id)
+    rows = ArrayRows(arrays["X"], arrays["y"], split="seeded")
     rows.X.flags.writeable = rows.y.flags.writeable = False
     return rows
+
+
+def dataset_rows(store: BlobStore, dataset: Dataset, settings: Settings
+                 ) -> tuple[DataShape, RowSource]:
+    """What describes ``dataset``, and where its rows are read from."""
+    if dataset.layout == "npz":
+        rows = npz_rows(store, dataset)
+        return rows.shape, rows
+    target_range = (None if dataset.target_min is None or dataset.target_max is None
+                    else (dataset.target_min, dataset.target_max))
+    beyond = tuple(dataset.beyond_float32) if dataset.beyond_float32 else None
+    shape = DataShape(
+        n_rows=dataset.n_rows, n_features=dataset.n_features, task=dataset.task,
+        classes=np.asarray(dataset.classes) if dataset.classes is not None else None,
+        n_targets=dataset.n_targets, target_range=target_range, split="contiguous",
+        beyond_float32=beyond)  # type: ignore[arg-type]
+    cache = row_cache(settings.row_cache_bytes)
+    return shape, CachedRows(cache, dataset.id, StoredRows(store, dataset.id))
 
 
 def planned_network(session: Session, job: Job) -> tuple[JobSpec, Network]:
@@ -78,22 +100,25 @@ def planned_network(session: Session, job: Job) -> tuple[JobSpec, Network]:
 
 
 def _dataset(session: Session, job: Job) -> Dataset:
-    dataset = session.get(Dataset, job.dataset_id)
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
     if dataset is None:
         raise InvalidDataError(f"dataset {job.dataset_id} no longer exists")
     return dataset
 
 
-def load_input(session: Session, job: Job, spec: JobSpec) -> TrainingInput:
-    """The data and initial weights of ``job`` (whose spec is ``spec``). Raises
-    InvalidDataError (or SpecError) when the job cannot train as stored."""
-    rows = dataset_rows(_dataset(session, job))
-    data = JobData.build(spec.train, rows.shape, rows)
+def load_input(session: Session, store: BlobStore, job: Job, spec: JobSpec,
+               settings: Settings) -> TrainingInput:
+    """The data and initial weights of ``job`` (whose spec is ``spec``); its rows are read
+    when the job first needs them. Raises InvalidDataError (or SpecError) when the job
+    cannot train as stored."""
+    shape, source = dataset_rows(store, _dataset(session, job), settings)
+    data = JobData.build(spec.train, shape, source)
     init = None
     if spec.init:
-        source = get_job(session, tenant_id=job.tenant_id, job_id=spec.init)
-        weights = get_weights(session, job_id=spec.init, kind="final") if source else None
+        origin = get_job(session, tenant_id=job.tenant_id, job_id=spec.init)
+        weights = (read_weights(session, store, job_id=spec.init, kind="final")
+                   if origin else None)
         if weights is None:
             raise InvalidDataError(f"init job {spec.init} has no final weights")
-        init = from_npz(weights.data)
+        init = from_npz(weights[1])
     return TrainingInput(spec=spec, job=data, init=init)

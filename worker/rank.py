@@ -20,6 +20,7 @@ from core.local_sgd import LocalRounds, round_end, round_weights
 from core.optimizers import load_shard_states, load_state_arrays, make_optimizer, shard_states
 from core.reduce import Merged, Summed, covering_nodes, spare_buffers, sum_nodes, tree_sum
 from core.spec import SpecError
+from db.blobs import blob_store
 from db.engine import SessionFactory, get_session_factory, session_scope
 from db.models import Job
 from db.settings import Settings, get_settings
@@ -62,7 +63,8 @@ def run_rank(job_id: str, attempt: int, rank: int, *, factory: SessionFactory | 
             job = session.get(Job, job_id)
             if job is None or job.is_finished or job.attempt != attempt:
                 return Outcome.NOT_NEEDED  # the job ended, or its leader restarted, before this ran
-            job_data = load_input(session, job, JobSpec.read(job.spec)).job
+            job_data = load_input(session, blob_store(settings), job, JobSpec.read(job.spec),
+                                  settings).job
     except (InvalidDataError, SpecError, ValueError) as exc:
         log.info("rank %d of job %s cannot load its data (%s); the leader reports it", rank,
                  job_id, exc)

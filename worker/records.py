@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.checkpoint import state_bytes
 from core.training import StepEvent, Trainer
+from db.blobs import BlobStore
 from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.queries.checkpoints import (
@@ -102,41 +103,51 @@ class Records:
     """The writes of one leader's attempt at a job, each one transaction on ``factory``'s
     database; every one first checks the lease (``LeaseLost``)."""
 
-    def __init__(self, factory: SessionFactory, job_id: str, attempt: int) -> None:
-        self.factory, self.job_id, self.attempt = factory, job_id, attempt
+    def __init__(self, factory: SessionFactory, job_id: str, attempt: int,
+                 store: BlobStore) -> None:
+        self.factory, self.job_id, self.attempt, self.store = factory, job_id, attempt, store
 
     def _write(self, session: Session, batch: Batch) -> Job:
         job = leased_job(session, self.job_id, self.attempt)
         upsert_metrics(session, job_id=self.job_id, rows=batch.rows)
         if batch.best_weights is not None and batch.best_step is not None:
-            save_weights(session, job_id=self.job_id, kind="best", step=batch.best_step,
-                         data=batch.best_weights)
+            save_weights(session, self.store, job_id=self.job_id, kind="best",
+                         step=batch.best_step, data=batch.best_weights)
         if batch.step is not None and batch.epoch is not None:
             job.mark_progress(batch.epoch, batch.step)
         job.record_stats(best_val_loss=batch.best_val_loss, best_step=batch.best_step,
                          samples_per_s=batch.samples_per_s, workers=batch.ranks)
         return job
 
-    def _checkpoint(self, session: Session, step: int, state: bytes) -> None:
-        save_checkpoint(session, job_id=self.job_id, step=step, state=state)
-        prune_checkpoints(session, job_id=self.job_id, keep=CHECKPOINTS_KEPT)
+    def _checkpoint(self, session: Session, step: int, state: bytes) -> list[str]:
+        """Save the checkpoint and prune the old ones; the keys of their blobs, to delete
+        once the transaction has committed."""
+        save_checkpoint(session, self.store, job_id=self.job_id, step=step, state=state)
+        return prune_checkpoints(session, job_id=self.job_id, keep=CHECKPOINTS_KEPT)
+
+    def _forget(self, pruned: list[str]) -> None:
+        for key in pruned:
+            self.store.delete(key)
 
     def save_initial(self, state: bytes) -> bool:
         """Write the state a fresh job starts from as checkpoint step 0; True when a cancel
         of the job has been requested."""
         with session_scope(self.factory) as session:
             job = leased_job(session, self.job_id, self.attempt)
-            save_checkpoint(session, job_id=self.job_id, step=0, state=state)
+            save_checkpoint(session, self.store, job_id=self.job_id, step=0, state=state)
             return job.cancel_requested
 
     def flush(self, batch: Batch, state: tuple[int, bytes] | None) -> bool:
         """Write ``batch`` and the checkpoint ``state`` (step, bytes), if any; True when a
         cancel of the job has been requested."""
+        pruned: list[str] = []
         with session_scope(self.factory) as session:
             job = self._write(session, batch)
             if state is not None:
-                self._checkpoint(session, *state)
-            return job.cancel_requested
+                pruned = self._checkpoint(session, *state)
+            cancel = job.cancel_requested
+        self._forget(pruned)
+        return cancel
 
     def stop(self, trainer: Trainer, batch: Batch, ending: Ending) -> None:
         """Write ``batch`` and a checkpoint of the trainer's state, then ``ending``, in one
@@ -145,8 +156,9 @@ class Records:
         with session_scope(self.factory) as session:
             job = self._write(session, batch)
             drop_metrics_after(session, job_id=self.job_id, step=trainer.step)
-            self._checkpoint(session, trainer.step, state_bytes(trainer))
+            pruned = self._checkpoint(session, trainer.step, state_bytes(trainer))
             ending(session, job)
+        self._forget(pruned)
 
     def fail(self, error_type: str, message: str) -> None:
         """Fail the job without another write (a fault of the service's own)."""
@@ -160,7 +172,7 @@ class Records:
         model = trainer.model().to_npz()
         with session_scope(self.factory) as session:
             job = self._write(session, batch)
-            save_final(session, job_id=self.job_id, step=trainer.step, data=model)
+            save_final(session, self.store, job_id=self.job_id, step=trainer.step, data=model)
             job.mark_succeeded(
                 final_train_loss=last.epoch_train_loss if last else None,
                 final_val_loss=last.val_loss if last else None,
@@ -169,5 +181,5 @@ class Records:
                 samples_per_s=job.samples_per_s, seconds=seconds)
 
 
-RecordsFactory = Callable[[SessionFactory, str, int], Records]
+RecordsFactory = Callable[[SessionFactory, str, int, BlobStore], Records]
 """Makes the ``Records`` of an attempt: ``Records`` itself, or a test's subclass."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from starlette.datastructures import UploadFile
 
-from api.deps import CurrentTenant, GateDep, SessionDep, SettingsDep, TenantBriefly
+from api.deps import CurrentTenant, GateDep, SessionDep, SettingsDep, StoreDep, TenantBriefly
 from api.errors import http_error
 from api.responses import AUTHENTICATED, UNPARSABLE_BODY
 from api.schemas.datasets import DatasetPublic, DatasetsPublic
@@ -73,6 +73,7 @@ async def upload_dataset(
     request: Request,
     response: Response,
     gate: GateDep,
+    store: StoreDep,
     tenant: TenantBriefly,
     settings: SettingsDep,
     name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
@@ -90,7 +91,7 @@ async def upload_dataset(
         fmt, content, filename = await _read_upload(request)
         # Parsing and hashing are CPU-bound and the queries blocking: off the event loop.
         dataset, created = await gate.run(lambda session: create_dataset(
-            session=session, tenant_id=tenant.id,
+            session=session, store=store, tenant_id=tenant.id,
             name=name or (filename or f"upload.{fmt}")[:200], content=content, fmt=fmt,
             target=target, settings=settings))
     except InvalidDataError as error:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
-from api.deps import CurrentTenant, EnqueueDep, SessionDep, SettingsDep, TenantJob
+from api.deps import CurrentTenant, EnqueueDep, SessionDep, SettingsDep, StoreDep, TenantJob
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.jobs import JobCreate, JobPublic, JobsPublic
@@ -48,6 +48,7 @@ def submit(
     tenant: CurrentTenant,
     settings: SettingsDep,
     enqueue: EnqueueDep,
+    store: StoreDep,
     idempotency_key: Annotated[str | None, Header(
         min_length=1, max_length=200,
         description="Retrying with the same key and body returns the first job",
@@ -55,8 +56,8 @@ def submit(
 ) -> JobPublic:
     """Queue a training job; every field is checked, a refused one is a 422 naming it."""
     try:
-        submission = submit_and_enqueue(session=session, tenant_id=tenant.id, spec=spec,
-                                        settings=settings, enqueue=enqueue,
+        submission = submit_and_enqueue(session=session, store=store, tenant_id=tenant.id,
+                                        spec=spec, settings=settings, enqueue=enqueue,
                                         idempotency_key=idempotency_key)
     except ServiceError as error:
         raise http_error(error) from error

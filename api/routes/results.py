@@ -8,7 +8,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import DetachedJob, GateDep, ModelCacheDep, SessionDep, SinceStep, TenantJob
+from api.deps import (
+    DetachedJob,
+    GateDep,
+    ModelCacheDep,
+    SessionDep,
+    SinceStep,
+    StoreDep,
+    TenantJob,
+)
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.metrics import MetricsPublic
@@ -69,12 +77,14 @@ async def history(
 def weights(
     job: TenantJob,
     session: SessionDep,
+    store: StoreDep,
     checkpoint: Annotated[str, Query(
         pattern=r"^(final|best|latest|\d+)$",
         description="final, best, latest, or a step (0: the initial weights)")] = "final",
 ) -> Response:
     try:
-        data, label = weights_npz(session=session, job=job, checkpoint=checkpoint)
+        data, label = weights_npz(session=session, store=store, job=job,
+                                  checkpoint=checkpoint)
     except ServiceError as error:
         raise http_error(error) from error
     return Response(data, media_type="application/octet-stream", headers={
@@ -84,11 +94,11 @@ def weights(
 @router.post("/{job_id}/predict", response_model=PredictResponse,
              responses={**UNPARSABLE_BODY,
                         409: {"description": "The job has no final weights yet"}})
-def predict_rows(body: PredictRequest, job: TenantJob, session: SessionDep,
+def predict_rows(body: PredictRequest, job: TenantJob, session: SessionDep, store: StoreDep,
                  cache: ModelCacheDep) -> PredictResponse:
     """Outputs of the job's final model for rows ``X``, and the class labels of a classifier."""
     try:
-        prediction = predict(session=session, job=job, X=body.X, cache=cache)
+        prediction = predict(session=session, store=store, job=job, X=body.X, cache=cache)
     except InvalidDataError as error:
         raise http_error(InvalidInput(("body", "X"), str(error), kind="invalid_data")) from error
     except ServiceError as error:

@@ -117,7 +117,7 @@ class Throughput(BaseModel):
 class JobPublic(BaseModel):
     id: str
     name: str
-    dataset: str
+    dataset: str | None  # None once the dataset was deleted
     status: JobStatus
     tags: dict[str, str]
     progress: Progress

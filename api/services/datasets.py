@@ -1,4 +1,5 @@
-"""Turning an upload into a stored dataset: validation, limits, canonical form, dedupe."""
+"""Turning an upload into a stored dataset: validation, limits, canonical form, dedupe, and
+its rows written to the blob store in the order jobs split them (``db.blobs.datasets``)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ from sqlalchemy.orm import Session
 
 from api.services.dataset_files import UploadFormat, read_arrays
 from api.services.errors import InvalidInput
-from core.data import InvalidDataError, check_arrays, infer_task
-from core.npz import to_npz
+from core.data import DataShape, InvalidDataError, check_arrays, infer_task
+from core.splits import ingest_order
+from db.base import new_id
+from db.blobs import BlobStore
+from db.blobs.datasets import RowsWriter, dataset_prefix
 from db.models import Dataset, Task
-from db.queries.datasets import store_dataset
+from db.queries.datasets import DatasetFacts, dataset_with_content, store_dataset
 from db.settings import Settings
 
 # A compressed .npz may decompress to this many times the body limit: room for ordinary
 # float data, which compresses far less, while a zip bomb is refused before it expands.
 NPZ_EXPANSION = 4
+# Rows written at a time: the permuted copy in memory stays small.
+WRITE_ROWS = 1 << 14
 
 
 @dataclass(frozen=True)
 class CanonicalData:
-    """The arrays as stored: ``X`` float32 or float64 (as given; other numbers become
-    float64), ``y`` int64 class labels, unicode class labels or float64 targets."""
+    """The arrays as uploaded, in a canonical form: ``X`` little-endian in its own dtype
+    (uint8 stays uint8), ``y`` int64 class labels, unicode class labels or float64 targets."""
 
     X: np.ndarray
     y: np.ndarray
@@ -33,8 +39,8 @@ class CanonicalData:
     @classmethod
     def of(cls, X: np.ndarray, y: np.ndarray) -> CanonicalData:
         X, y = check_arrays(X, y)
-        # Native byte order and one dtype per kind, so equal data gives equal bytes.
-        x_dtype = X.dtype.name if X.dtype.name in ("float32", "float64") else "float64"
+        # Little-endian, booleans as bytes: equal data gives equal bytes.
+        x_dtype = np.dtype(np.uint8) if X.dtype.kind == "b" else X.dtype.newbyteorder("<")
         X = np.ascontiguousarray(X, dtype=x_dtype)
         if y.dtype.kind in "biu":
             y = y.astype(np.int64)
@@ -94,8 +100,8 @@ def check_size(data: CanonicalData, *, settings: Settings) -> None:
                            f"max_features={settings.max_features}", kind="limit_exceeded")
 
 
-def create_dataset(*, session: Session, tenant_id: str, name: str, content: bytes,
-                   fmt: UploadFormat, target: str | None,
+def create_dataset(*, session: Session, store: BlobStore, tenant_id: str, name: str,
+                   content: bytes, fmt: UploadFormat, target: str | None,
                    settings: Settings) -> tuple[Dataset, bool]:
     """The tenant's dataset holding this upload's data, and whether it is new.
 
@@ -106,9 +112,36 @@ def create_dataset(*, session: Session, tenant_id: str, name: str, content: byte
                        max_expanded_bytes=NPZ_EXPANSION * settings.max_body_bytes)
     data = CanonicalData.of(X, y)
     check_size(data, settings=settings)
-    return store_dataset(
-        session, tenant_id=tenant_id, name=name,
-        content=to_npz({"X": data.X, "y": data.y}), sha256=data.sha256(),
-        n_rows=data.X.shape[0], n_features=data.X.shape[1], n_targets=data.n_targets,
-        task=data.task, classes=data.classes(),
-    )
+    return store_data(session=session, store=store, tenant_id=tenant_id, name=name, data=data)
+
+
+def store_data(*, session: Session, store: BlobStore, tenant_id: str, name: str,
+               data: CanonicalData) -> tuple[Dataset, bool]:
+    """The tenant's dataset of ``data``, written to the store in ``ingest_order`` unless the
+    tenant has it already, and whether it is new."""
+    sha256 = data.sha256()
+    existing = dataset_with_content(session, tenant_id=tenant_id, sha256=sha256)
+    if existing is not None:
+        return existing, False
+    shape = DataShape.of(data.X, data.y)
+    order = ingest_order(len(data.X))
+    y = data.y if shape.classes is None else np.searchsorted(shape.classes, data.y)
+    dataset_id = new_id()
+    with RowsWriter(store, dataset_id, x_dtype=data.X.dtype, x_width=data.X.shape[1],
+                    y_dtype=np.dtype(np.int32 if shape.classes is not None else np.float64),
+                    y_width=0 if y.ndim == 1 else y.shape[1]) as writer:
+        for start in range(0, len(order), WRITE_ROWS):
+            rows = order[start:start + WRITE_ROWS]
+            writer.append(data.X[rows], y[rows])
+        manifest = writer.commit()
+    low, high = shape.target_range or (None, None)
+    facts = DatasetFacts(
+        sha256=sha256, size_bytes=manifest.nbytes,
+        n_rows=shape.n_rows, n_features=shape.n_features, task=shape.task,
+        classes=data.classes(), n_targets=shape.n_targets, target_min=low, target_max=high,
+        beyond_float32=list(shape.beyond_float32) if shape.beyond_float32 else None)
+    dataset, created = store_dataset(session, dataset_id=dataset_id, tenant_id=tenant_id,
+                                     name=name, facts=facts)
+    if not created:  # a concurrent upload of the same content stored it first
+        store.delete_prefix(dataset_prefix(dataset_id) + "/")
+    return dataset, created

@@ -21,8 +21,9 @@ from core.data import InvalidDataError, output_width
 from core.network import Network
 from core.npz import from_npz
 from core.splits import n_validation, steps_per_epoch
+from db.blobs import BlobStore
 from db.models import Dataset, Job
-from db.queries.checkpoints import get_weights
+from db.queries.checkpoints import read_weights
 from db.queries.datasets import get_dataset
 from db.queries.jobs import IdempotencyConflict, count_queued, create_job, get_job
 from db.queries.metrics import rewind_to_checkpoint
@@ -73,23 +74,33 @@ def check_limits(*, spec: JobCreate, dataset: Dataset, network: Network,
                            "at least one row")
 
 
-def check_init(*, session: Session, tenant_id: str, job_id: str, network: Network) -> None:
+def check_init(*, session: Session, store: BlobStore, tenant_id: str, job_id: str,
+               network: Network) -> None:
     """The job to start from exists for this tenant and its final weights fit ``network``."""
     source = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if source is None:
         raise InvalidInput(("body", "init"), f"init: you have no job {job_id}")
-    weights = get_weights(session, job_id=job_id, kind="final")
+    weights = read_weights(session, store, job_id=job_id, kind="final")
     if weights is None:
         raise InvalidInput(("body", "init"),
                            f"init: job {job_id} has no final weights (it is {source.status})")
     try:
-        network.from_arrays(from_npz(weights.data))
+        network.from_arrays(from_npz(weights[1]))
     except ValueError as error:
         raise InvalidInput(("body", "init"), f"init: {error}") from error
 
 
-def submit_job(*, session: Session, tenant_id: str, spec: JobCreate, settings: Settings,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
+def check_dtype(*, spec: JobCreate, dataset: Dataset) -> None:
+    """A float32 job refuses data that float32 cannot hold: it would train on infinities."""
+    if spec.dtype == "float32" and dataset.beyond_float32:
+        name, row = dataset.beyond_float32
+        raise InvalidInput(("body", "dtype"), f"dtype: {name} of dataset {dataset.id} holds "
+                           f"values beyond float32's range (first at row {row}): use float64, "
+                           "or scale the data")
+
+
+def submit_job(*, session: Session, store: BlobStore, tenant_id: str, spec: JobCreate,
+               settings: Settings, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """The queued job for ``spec``, and True; or, when ``idempotency_key`` was used before
     with the same spec, that first job and False.
 
@@ -103,8 +114,10 @@ def submit_job(*, session: Session, tenant_id: str, spec: JobCreate, settings: S
     network = Network.from_spec(spec, dataset.n_features,
                                 job_output_width(spec=spec, dataset=dataset))
     check_limits(spec=spec, dataset=dataset, network=network, settings=settings)
+    check_dtype(spec=spec, dataset=dataset)
     if spec.init is not None:
-        check_init(session=session, tenant_id=tenant_id, job_id=spec.init, network=network)
+        check_init(session=session, store=store, tenant_id=tenant_id, job_id=spec.init,
+                   network=network)
 
     stored = spec.normalized()
     # Hashed normalised: a retry that spells a default out is still the same request.
@@ -136,14 +149,14 @@ class Submission:
     created: bool
 
 
-def submit_and_enqueue(*, session: Session, tenant_id: str, spec: JobCreate,
-                       settings: Settings, enqueue: Callable[[str], None],
+def submit_and_enqueue(*, session: Session, store: BlobStore, tenant_id: str,
+                       spec: JobCreate, settings: Settings, enqueue: Callable[[str], None],
                        idempotency_key: str | None = None) -> Submission:
     """``submit_job``, committed, then sent to the workers with ``enqueue``. Raises as
     ``submit_job`` does, and ``Unavailable`` when the broker does not take the job, which is
     then deleted again: a job must not wait forever for a message that was never sent, and
     the client's retry submits it afresh."""
-    job, created = submit_job(session=session, tenant_id=tenant_id, spec=spec,
+    job, created = submit_job(session=session, store=store, tenant_id=tenant_id, spec=spec,
                               settings=settings, idempotency_key=idempotency_key)
     if not created:
         return Submission(job, created=False)

@@ -1,9 +1,10 @@
 """The ORM models; importing this package registers every table on ``Base.metadata``."""
 
-from db.models.datasets import Dataset, Task
+from db.models.datasets import Dataset, Layout, Task
 from db.models.jobs import FINISHED, Job, JobStateError, JobStatus
 from db.models.results import Checkpoint, Metric, Weights, WeightsKind
 from db.models.tenants import ApiToken, Tenant
+from db.models.uploads import Upload, UploadStatus
 
 __all__ = [
     "FINISHED",
@@ -13,9 +14,12 @@ __all__ = [
     "Job",
     "JobStateError",
     "JobStatus",
+    "Layout",
     "Metric",
     "Task",
     "Tenant",
+    "Upload",
+    "UploadStatus",
     "Weights",
     "WeightsKind",
 ]

@@ -57,10 +57,10 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    # A dataset cannot be deleted while a job refers to it; the default NO ACTION (rather than
-    # RESTRICT) is checked at the end of the statement, so deleting a tenant still cascades
-    # through both its jobs and its datasets.
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    # A dataset that a queued or running job uses is not deleted (the API refuses it); an
+    # ended job outlives its dataset, with its history and weights.
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)

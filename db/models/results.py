@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, LargeBinary, String, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, utc_now
@@ -35,18 +35,20 @@ class Metric(Base):
 
 
 class Checkpoint(Base):
-    """The opaque training state (weights and optimizer) after ``step``; step 0 is the start."""
+    """The training state (weights and optimizer) after ``step``, an .npz in the blob store
+    (``db.queries.checkpoints``); step 0 is the start."""
 
     __tablename__ = "checkpoints"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(primary_key=True)
-    state: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 class Weights(Base):
-    """A job's final or best weights as an ``.npz`` of ``W1, b1, W2, b2, ...``."""
+    """A job's final or best weights, an ``.npz`` of ``W1, b1, W2, b2, ...`` in the blob
+    store."""
 
     __tablename__ = "weights"
     __table_args__ = (CheckConstraint("kind IN ('final', 'best')", name="kind"),)
@@ -54,5 +56,5 @@ class Weights(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     kind: Mapped[WeightsKind] = mapped_column(String(8), primary_key=True)
     step: Mapped[int]
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)

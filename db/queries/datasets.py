@@ -2,52 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Dataset, Task
+from db.models import Dataset, Layout, Task
 from db.queries.dml import insert_for
 from db.queries.pagination import SortKey, cursor_datetime, paginate
 
 _NEWEST_FIRST = SortKey("-created", Dataset.created_at, descending=True, parse=cursor_datetime)
 
 
-def store_dataset(
-    session: Session,
-    *,
-    tenant_id: str,
-    name: str,
-    content: bytes,
-    sha256: str,
-    n_rows: int,
-    n_features: int,
-    task: Task,
-    classes: list[Any] | None,
-    n_targets: int = 1,
-) -> tuple[Dataset, bool]:
-    """The tenant's dataset with this content, and whether this call created it.
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a dataset's row says of the blobs that hold it (``db.models.Dataset``)."""
 
-    ``sha256`` must be the hex digest of ``content``; ``n_targets`` is the number of columns of
-    y (1 for class labels or a single regression target). An upload of content the tenant already
-    has returns the stored dataset (with its original name), also when two uploads race.
-    """
-    existing = _by_sha256(session, tenant_id=tenant_id, sha256=sha256)
+    sha256: str
+    size_bytes: int
+    n_rows: int
+    n_features: int
+    task: Task
+    classes: list[Any] | None
+    n_targets: int = 1
+    target_min: float | None = None
+    target_max: float | None = None
+    beyond_float32: list[Any] | None = None
+    layout: Layout = "rows"
+
+
+def store_dataset(session: Session, *, dataset_id: str, tenant_id: str, name: str,
+                  facts: DatasetFacts) -> tuple[Dataset, bool]:
+    """The row of the dataset whose blobs are stored under ``dataset_id``, and True; or,
+    when the tenant already has a dataset of that content (also when two uploads race), that
+    one and False: the caller then deletes its own blobs."""
+    existing = _by_sha256(session, tenant_id=tenant_id, sha256=facts.sha256)
     if existing is not None:
         return existing, False
     insert = insert_for(session, Dataset).values(
-        tenant_id=tenant_id,
-        name=name,
-        sha256=sha256,
-        content=content,
-        size_bytes=len(content),
-        n_rows=n_rows,
-        n_features=n_features,
-        n_targets=n_targets,
-        task=task,
-        classes=classes,
-    )
+        id=dataset_id, tenant_id=tenant_id, name=name, **asdict(facts))
     statement = insert.on_conflict_do_nothing(
         index_elements=[Dataset.tenant_id, Dataset.sha256]
     ).returning(Dataset)
@@ -55,9 +49,14 @@ def store_dataset(
     if created is not None:
         return created, True
     # A concurrent upload of the same content committed first; the conflict waited for it.
-    winner = _by_sha256(session, tenant_id=tenant_id, sha256=sha256)
+    winner = _by_sha256(session, tenant_id=tenant_id, sha256=facts.sha256)
     assert winner is not None
     return winner, False
+
+
+def dataset_with_content(session: Session, *, tenant_id: str, sha256: str) -> Dataset | None:
+    """The tenant's dataset of this content digest, if it has one."""
+    return _by_sha256(session, tenant_id=tenant_id, sha256=sha256)
 
 
 def _by_sha256(session: Session, *, tenant_id: str, sha256: str) -> Dataset | None:

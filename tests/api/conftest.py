@@ -17,6 +17,7 @@ from api.main import create_app
 from core.checkpoint import state_bytes
 from core.spec import TrainSpec
 from core.training import Trainer
+from db.blobs import BlobStore, blob_store
 from db.engine import SessionFactory, make_engine, make_session_factory, session_scope
 from db.models import Job
 from db.queries.checkpoints import save_checkpoint, save_final
@@ -71,6 +72,12 @@ def app(make_app: Callable[..., FastAPI]) -> FastAPI:
 
 
 @pytest.fixture
+def store(app: FastAPI) -> BlobStore:
+    """The app's blob store: a directory of the test's own."""
+    return blob_store(app.state.settings)
+
+
+@pytest.fixture
 def client(app: FastAPI) -> TestClient:
     return TestClient(app)
 
@@ -98,7 +105,8 @@ def other_auth(session_factory: SessionFactory) -> dict[str, str]:
 
 
 @pytest.fixture
-def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.ndarray], Trainer]:
+def finish(session_factory: SessionFactory,
+           store: BlobStore) -> Callable[[str, np.ndarray, np.ndarray], Trainer]:
     """Does a worker's part for a job: trains it on ``(X, y)`` in this process, stores the
     step-0 checkpoint and the final weights (which stand for the last step's checkpoint),
     and marks it succeeded."""
@@ -109,10 +117,10 @@ def finish(session_factory: SessionFactory) -> Callable[[str, np.ndarray, np.nda
             assert job is not None
             spec = TrainSpec.from_job_spec(job.spec)
             trainer = Trainer(spec, X, y, submitted=job.spec)
-            save_checkpoint(session, job_id=job_id, step=0, state=state_bytes(trainer))
+            save_checkpoint(session, store, job_id=job_id, step=0, state=state_bytes(trainer))
             claimed(job)
             result = trainer.run()
-            save_final(session, job_id=job_id, step=result.steps,
+            save_final(session, store, job_id=job_id, step=result.steps,
                        data=trainer.model().to_npz())
             job.mark_progress(result.epochs, result.steps)
             job.mark_succeeded(

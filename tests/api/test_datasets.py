@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
-from core.npz import from_npz, to_npz
+from core.npz import to_npz
+from core.splits import ingest_order
+from db.blobs import BlobStore
+from db.blobs.datasets import StoredRows
 from db.engine import SessionFactory
 from db.models import Dataset
 from tests.utils.api import refusal, upload
@@ -29,11 +31,18 @@ def as_csv(X: np.ndarray, y: np.ndarray, target: str = "label") -> bytes:
     return "\n".join([header, *lines, ""]).encode()
 
 
-def stored_arrays(factory: SessionFactory, dataset_id: str) -> dict[str, np.ndarray]:
+def stored_arrays(factory: SessionFactory, store: BlobStore,
+                  dataset_id: str) -> dict[str, np.ndarray]:
+    """The rows as stored (X as it lies in the store, y as class indices or targets), put
+    back in the order of the upload, and the dataset's classes."""
     with factory() as session:
-        content = session.execute(
-            select(Dataset.content).where(Dataset.id == dataset_id)).scalar_one()
-    return from_npz(content)
+        dataset = session.get(Dataset, dataset_id)
+        assert dataset is not None
+    rows = StoredRows(store, dataset_id)
+    X, y = rows.read(0, rows.manifest.n_rows)
+    upload_order = np.argsort(ingest_order(len(X)))
+    return {"X": X[upload_order], "y": y[upload_order],
+            "classes": np.asarray(dataset.classes)}
 
 
 def test_an_npz_upload_describes_the_data(client: TestClient, auth: dict[str, str]) -> None:
@@ -69,18 +78,24 @@ def test_the_same_data_in_any_format_is_stored_once(client: TestClient,
 
 
 def test_storage_is_canonical(client: TestClient, auth: dict[str, str],
-                              session_factory: SessionFactory) -> None:
+                              session_factory: SessionFactory, store: BlobStore) -> None:
     X, y = blobs(n=30, features=2, classes=2, dtype=np.float32)
     kept = upload(client, auth, X.astype(">f4"), y.astype(np.int8))  # big-endian, narrow ints
-    arrays = stored_arrays(session_factory, kept["id"])
-    assert arrays["X"].dtype == np.float32 and arrays["y"].dtype == np.int64
+    arrays = stored_arrays(session_factory, store, kept["id"])
+    assert arrays["X"].dtype == np.dtype("<f4") and arrays["y"].dtype == np.dtype("<i4")
     np.testing.assert_array_equal(arrays["X"], X)
+    np.testing.assert_array_equal(arrays["classes"][arrays["y"]], y)
     assert upload(client, auth, X, y)["id"] == kept["id"]  # the same data, natively typed
 
     labels = np.array([b"cat", b"dog"] * 15)
     named = upload(client, auth, X, labels)
     assert named["classes"] == ["cat", "dog"]
-    assert stored_arrays(session_factory, named["id"])["y"].dtype == np.dtype("<U3")
+    stored = stored_arrays(session_factory, store, named["id"])
+    assert stored["classes"][stored["y"]].tolist() == ["cat", "dog"] * 15
+
+    pixels = (X * 10 % 256).astype(np.uint8)  # X keeps its dtype: uint8 stays uint8
+    assert stored_arrays(session_factory, store,
+                         upload(client, auth, pixels, y)["id"])["X"].dtype == np.uint8
 
 
 def test_csv_labels_and_targets(client: TestClient, auth: dict[str, str]) -> None:

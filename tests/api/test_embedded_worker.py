@@ -7,8 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from db.base import utc_now
+from db.blobs import blob_store
 from db.engine import get_session_factory, session_scope
 from db.models import Job
+from db.settings import get_settings
 from tests.utils.data import blobs
 from tests.utils.jobs import add_dataset, add_job
 from tests.utils.live import local_service
@@ -21,7 +23,8 @@ def test_its_watchdog_fails_a_job_whose_leader_died(tmp_path: Path) -> None:
                        max_attempts="1"):
         with session_scope(get_session_factory()) as session:
             X, y = blobs(n=40, seed=0)
-            job = add_job(session, add_dataset(session, X, y), {"epochs": 1, "batch_size": 8})
+            job = add_job(session, add_dataset(session, blob_store(get_settings()), X, y),
+                              {"epochs": 1, "batch_size": 8})
             job.status, job.attempt = "running", 1
             job.started_at = job.heartbeat_at = utc_now() - timedelta(seconds=60)
             job_id = job.id

@@ -17,6 +17,7 @@ from api.client import Client, Event, parse_sse
 from api.routes.events import resume_after
 from api.services import events as event_service
 from core.npz import to_npz
+from db.blobs import BlobStore
 from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.queries.metrics import MetricColumns, read_metrics, upsert_metrics
@@ -43,10 +44,10 @@ def _steps(events: list[Event]) -> list[int]:
 
 @pytest.fixture
 def finished_job(session_factory: SessionFactory, migrated_sqlite_url: str, tmp_path: Path,
-                 auth: dict[str, str]) -> str:
+                 auth: dict[str, str], store: BlobStore) -> str:
     """A job of tenant acme (the tenant of ``auth``), run to its end by the worker's code."""
     with session_scope(session_factory) as session:
-        job = add_job(session, add_dataset(session, *blobs(n=160, seed=1)),
+        job = add_job(session, add_dataset(session, store, *blobs(n=160, seed=1)),
                       {k: v for k, v in SPEC.items() if k != "name"})
         job_id = job.id
     settings = Settings(data_dir=tmp_path, database_url=migrated_sqlite_url,
@@ -114,10 +115,11 @@ def test_the_stream_needs_the_token_of_the_jobs_tenant(
 
 
 def test_a_running_job_streams_rows_as_the_leader_writes_them(
-        client: TestClient, auth: dict[str, str], session_factory: SessionFactory) -> None:
+        client: TestClient, auth: dict[str, str], session_factory: SessionFactory,
+        store: BlobStore) -> None:
     rows = [(step, 1, 1.0 / step, None, None) for step in range(1, 13)]
     with session_scope(session_factory) as session:
-        job = add_job(session, add_dataset(session, *blobs(n=160, seed=1)),
+        job = add_job(session, add_dataset(session, store, *blobs(n=160, seed=1)),
                       {"epochs": 3, "batch_size": 16})
         claimed(job)
         upsert_metrics(session, job_id=job.id, rows=rows[:5])

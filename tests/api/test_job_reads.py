@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.training import Trainer
+from db.blobs import BlobStore
 from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.queries.checkpoints import save_checkpoint
@@ -191,7 +192,7 @@ def test_runs_are_filtered_ordered_and_paged(
 
 def test_cancelling_a_job_handed_back_ends_it_at_its_last_checkpoint(
         client: TestClient, auth: dict[str, str], dataset: str,
-        session_factory: SessionFactory) -> None:
+        session_factory: SessionFactory, store: BlobStore) -> None:
     job_id = submitted(client, auth, dataset)["id"]
     # Its leader recorded steps 1..6 and checkpointed step 4, then died; the watchdog handed
     # the job back to the queue, where the next attempt would resume from step 4.
@@ -202,7 +203,7 @@ def test_cancelling_a_job_handed_back_ends_it_at_its_last_checkpoint(
         upsert_metrics(session, job_id=job_id,
                        rows=[(step, 1 + step // 4, 1.0 / step, None, None)
                              for step in range(1, 7)])
-        save_checkpoint(session, job_id=job_id, step=4, state=b"state at step 4")
+        save_checkpoint(session, store, job_id=job_id, step=4, state=b"state at step 4")
         job.status = "queued"
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()
     assert cancelled["status"] == "cancelled"

@@ -20,11 +20,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from db.base import Base
+from db.base import Base, new_id
+from db.blobs import BlobStore
+from db.blobs.local import LocalBlobStore
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.models import Dataset, Job, Tenant
-from db.queries.datasets import store_dataset
+from db.queries.datasets import DatasetFacts, store_dataset
 from db.queries.jobs import create_job
 from db.queries.tenants import create_tenant
 from db.settings import get_settings
@@ -125,26 +127,27 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    """A blob store in a directory of the test's own."""
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture
 def tenant(session: Session) -> Tenant:
     return create_tenant(session, name="acme")
 
 
 @pytest.fixture
 def add_dataset(session: Session) -> Callable[..., Dataset]:
-    """Stores ``content`` as a small classification dataset of ``tenant``."""
+    """The row of a small classification dataset of ``tenant`` whose content is ``content``
+    (its blobs are the blob store's business, not these queries')."""
 
     def add(tenant: Tenant, *, content: bytes) -> Dataset:
         dataset, _ = store_dataset(
-            session,
-            tenant_id=tenant.id,
-            name="data.npz",
-            content=content,
-            sha256=hashlib.sha256(content).hexdigest(),
-            n_rows=4,
-            n_features=2,
-            task="classification",
-            classes=[0, 1],
-        )
+            session, dataset_id=new_id(), tenant_id=tenant.id, name="data.npz",
+            facts=DatasetFacts(sha256=hashlib.sha256(content).hexdigest(),
+                               size_bytes=len(content), n_rows=4, n_features=2,
+                               task="classification", classes=[0, 1]))
         return dataset
 
     return add

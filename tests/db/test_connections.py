@@ -11,6 +11,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
+from db.blobs import BlobStore
 from db.engine import make_engine, make_session_factory, session_scope
 from db.migrate import upgrade
 from db.models import Checkpoint, Dataset, Job, Metric, Tenant
@@ -50,11 +51,11 @@ def test_naive_timestamps_are_refused(session: Session, tenant: Tenant) -> None:
 
 
 def test_deleting_a_tenant_deletes_everything_it_owns(
-    session: Session, tenant: Tenant, add_job: Callable[..., Job]
+    session: Session, store: BlobStore, tenant: Tenant, add_job: Callable[..., Job]
 ) -> None:
     job = add_job()
     upsert_metrics(session, job_id=job.id, rows=[(1, 0, 0.5, None, None)])
-    save_checkpoint(session, job_id=job.id, step=0, state=b"s")
+    save_checkpoint(session, store, job_id=job.id, step=0, state=b"s")
     session.delete(tenant)
     session.flush()
     for model in (Tenant, Dataset, Job, Metric, Checkpoint):
@@ -94,7 +95,7 @@ def test_postgresql_ends_a_session_silent_inside_a_transaction(
 
 @pytest.mark.services
 def test_a_hung_writer_cannot_hold_a_stalled_job_against_the_watchdog(
-    new_postgres_database: Callable[[], str],
+    new_postgres_database: Callable[[], str], store: BlobStore,
 ) -> None:
     url = new_postgres_database()
     upgrade(url)
@@ -103,7 +104,8 @@ def test_a_hung_writer_cannot_hold_a_stalled_job_against_the_watchdog(
     try:
         with session_scope(make_session_factory(watchdog)) as session:
             X, y = blobs(n=40, seed=0)
-            job = add_job(session, add_dataset(session, X, y), {"epochs": 1, "batch_size": 8})
+            job = add_job(session, add_dataset(session, store, X, y),
+                          {"epochs": 1, "batch_size": 8})
             job.status, job.attempt = "running", 1
             job.heartbeat_at = datetime.now(UTC) - timedelta(seconds=30)
             job_id = job.id

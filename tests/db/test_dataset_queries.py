@@ -10,25 +10,20 @@ from threading import Barrier
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from db.base import utc_now
+from db.base import new_id, utc_now
 from db.engine import make_session_factory, session_scope
 from db.models import Dataset, Tenant
-from db.queries.datasets import get_dataset, list_datasets, store_dataset
+from db.queries.datasets import DatasetFacts, get_dataset, list_datasets, store_dataset
 from db.queries.tenants import create_tenant
 
 
 def store(session: Session, tenant: Tenant, content: bytes, name: str) -> tuple[Dataset, bool]:
+    """The row of a dataset of ``content`` (its blobs are the caller's to write)."""
     return store_dataset(
-        session,
-        tenant_id=tenant.id,
-        name=name,
-        content=content,
-        sha256=hashlib.sha256(content).hexdigest(),
-        n_rows=3,
-        n_features=2,
-        task="regression",
-        classes=None,
-    )
+        session, dataset_id=new_id(), tenant_id=tenant.id, name=name,
+        facts=DatasetFacts(sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content),
+                           n_rows=3, n_features=2, task="regression", classes=None,
+                           target_min=-1.0, target_max=2.5))
 
 
 def test_same_content_is_stored_once_per_tenant(session: Session, tenant: Tenant) -> None:
@@ -40,7 +35,8 @@ def test_same_content_is_stored_once_per_tenant(session: Session, tenant: Tenant
     assert created and not created_again and created_theirs
     assert again.id == first.id and again.name == "a.npz"
     assert theirs.id != first.id
-    assert first.size_bytes == len(b"content") and first.content == b"content"
+    assert first.size_bytes == len(b"content") and first.layout == "rows"
+    assert (first.target_min, first.target_max) == (-1.0, 2.5)
     assert session.execute(select(func.count()).select_from(Dataset)).scalar_one() == 2
 
 

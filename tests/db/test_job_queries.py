@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from db.base import utc_now
+from db.base import new_id, utc_now
 from db.engine import make_session_factory, session_scope
 from db.models import Dataset, Job, Tenant
-from db.queries.datasets import store_dataset
+from db.queries.datasets import DatasetFacts, store_dataset
 from db.queries.jobs import (
     IdempotencyConflict,
     JobOrder,
@@ -105,9 +105,9 @@ def test_concurrent_submissions_with_one_key_create_one_job(
     with session_scope(factory) as setup:
         tenant = create_tenant(setup, name="acme")
         dataset, _ = store_dataset(
-            setup, tenant_id=tenant.id, name="d", content=b"x", sha256="0" * 64,
-            n_rows=1, n_features=1, task="regression", classes=None,
-        )  # fmt: skip
+            setup, dataset_id=new_id(), tenant_id=tenant.id, name="d",
+            facts=DatasetFacts(sha256="0" * 64, size_bytes=1, n_rows=1, n_features=1,
+                               task="regression", classes=None))
     barrier = threading.Barrier(2)
 
     def submit(_: int) -> tuple[str, bool]:

@@ -18,7 +18,8 @@ from db.base import Base
 from db.engine import make_engine
 from db.migrate import alembic_config, upgrade
 
-TABLES = {"tenants", "api_tokens", "datasets", "jobs", "metrics", "checkpoints", "weights"}
+TABLES = {"tenants", "api_tokens", "datasets", "jobs", "metrics", "checkpoints", "weights",
+          "uploads"}
 
 
 def assert_at_head_and_matching_models(url: str) -> None:
@@ -57,7 +58,7 @@ def test_weights_and_checkpoints_are_stored_uncompressed_on_postgresql(
     new_postgres_database: Callable[[], str],
 ) -> None:
     url = new_postgres_database()
-    upgrade(url)
+    command.upgrade(alembic_config(url), "0003")  # 0004 moved these columns to the blob store
     engine = make_engine(url)
     try:
         with engine.connect() as connection:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from api.main import create_app
+from db.blobs import blob_store
 from db.engine import make_engine, make_session_factory, session_scope
 from db.queries.tenants import create_tenant, issue_token
 from db.settings import Settings
@@ -39,7 +40,8 @@ def finished_run(migrated_sqlite_url: str, tmp_path: Path) -> Iterator[FinishedR
     engine = make_engine(migrated_sqlite_url)
     factory = make_session_factory(engine)
     with session_scope(factory) as session:
-        dataset = add_dataset(session, *blobs(n=160, seed=1, dtype=np.float32))
+        dataset = add_dataset(session, blob_store(settings),
+                              *blobs(n=160, seed=1, dtype=np.float32))
         job = add_job(session, dataset, SPEC)
         job.tags = {"team": "ui"}
         job_id = job.id

@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session, object_session
 
-from core.data import infer_task
-from core.npz import to_npz
+from api.services.datasets import CanonicalData, store_data
 from core.splits import steps_per_epoch
+from db.blobs import BlobStore
 from db.models import Dataset, Job
-from db.queries.datasets import store_dataset
 from db.queries.jobs import create_job
 from db.queries.leases import claim_job
 from db.queries.tenants import create_tenant
 
 
-def add_dataset(session: Session, X: np.ndarray, y: np.ndarray, *,
+def add_dataset(session: Session, store: BlobStore, X: np.ndarray, y: np.ndarray, *,
                 tenant: str = "acme") -> Dataset:
-    content = to_npz({"X": X, "y": y})
-    task = infer_task(y)
-    dataset, _ = store_dataset(
-        session, tenant_id=create_tenant(session, name=tenant).id, name="data.npz",
-        content=content, sha256=hashlib.sha256(content).hexdigest(), n_rows=X.shape[0],
-        n_features=X.shape[1], task=task,
-        classes=np.unique(y).tolist() if task == "classification" else None)
+    """``(X, y)`` stored as an upload of them is, in ``store``."""
+    dataset, _ = store_data(session=session, store=store,
+                            tenant_id=create_tenant(session, name=tenant).id, name="data.npz",
+                            data=CanonicalData.of(X, y))
     return dataset
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from db.blobs import BlobStore, blob_store
 from db.engine import SessionFactory, make_engine, make_session_factory
 from db.migrate import upgrade
 from db.settings import Settings
@@ -21,6 +22,12 @@ def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def factory(database_url: str) -> SessionFactory:
     return make_session_factory(make_engine(database_url))
+
+
+@pytest.fixture
+def store(settings: Settings) -> BlobStore:
+    """The blob store of ``settings``: a directory of the test's own."""
+    return blob_store(settings)
 
 
 @pytest.fixture

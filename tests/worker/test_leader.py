@@ -18,9 +18,10 @@ from core.npz import from_npz
 from core.spec import TrainSpec
 from core.training import Trainer
 from db.base import utc_now
+from db.blobs import BlobStore
 from db.engine import SessionFactory, session_scope
 from db.models import Checkpoint, Job, Metric
-from db.queries.checkpoints import get_weights
+from db.queries.checkpoints import get_weights, read_checkpoint, weights_key
 from db.queries.leases import claim_job, release_job, requeue_stalled
 from db.queries.metrics import read_metrics
 from db.settings import Settings
@@ -36,10 +37,11 @@ SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "validation_fraction": 0.2}
 
 
-def _submit(factory: SessionFactory, spec: dict[str, Any], **data: Any) -> str:
+def _submit(factory: SessionFactory, store: BlobStore, spec: dict[str, Any],
+            **data: Any) -> str:
     X, y = blobs(n=160, seed=1, dtype=np.float32) if not data else (data["X"], data["y"])
     with session_scope(factory) as session:
-        return add_job(session, add_dataset(session, X, y), spec).id
+        return add_job(session, add_dataset(session, store, X, y), spec).id
 
 
 def _reference(spec: dict[str, Any]) -> Trainer:
@@ -72,8 +74,8 @@ def _outage_past(step: int) -> RecordsFactory:
 
 
 def test_a_job_trains_to_the_reference_weights_with_every_step_once(
-        factory: SessionFactory, settings: Settings) -> None:
-    job_id = _submit(factory, SPEC)
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
+    job_id = _submit(factory, store, SPEC)
     assert run_job(job_id, factory=factory, settings=settings) == "succeeded"
     reference = _reference(SPEC)
     with session_scope(factory) as session:
@@ -85,8 +87,9 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
         assert [v is not None for v in metrics["val_loss"]] == [s % 8 == 0 for s in range(1, 25)]
         final = get_weights(session, job_id=job_id, kind="final")
         assert final is not None
+        stored = from_npz(store.get(weights_key(job_id, "final")))
         for name, array in reference.weights().items():
-            assert np.array_equal(from_npz(final.data)[name], array)
+            assert np.array_equal(stored[name], array)
         assert job.final_val_accuracy == pytest.approx(
             reference.job.evaluate(reference.params)[1])
         best = get_weights(session, job_id=job_id, kind="best")
@@ -94,7 +97,8 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
         initial = session.get(Checkpoint, (job_id, 0))
         assert initial is not None
         start = Trainer(TrainSpec.from_dict(SPEC), *blobs(n=160, seed=1, dtype=np.float32))
-        np.testing.assert_array_equal(model_from_state(initial.state).params, start.params)
+        np.testing.assert_array_equal(model_from_state(read_checkpoint(store, initial)).params,
+                                      start.params)
         # The last step's state is the final weights: no checkpoint repeats it.
         assert session.get(Checkpoint, (job_id, job.total_steps)) is None
     # A redelivered message for a finished job changes nothing.
@@ -102,8 +106,9 @@ def test_a_job_trains_to_the_reference_weights_with_every_step_once(
 
 
 def test_the_steps_go_on_while_a_write_runs(factory: SessionFactory, settings: Settings,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _submit(factory, SPEC)
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            store: BlobStore) -> None:
+    job_id = _submit(factory, store, SPEC)
     real_step = Trainer.train_step
     reached = threading.Condition()
     steps, writes = [0], [0]
@@ -131,8 +136,8 @@ def test_the_steps_go_on_while_a_write_runs(factory: SessionFactory, settings: S
 
 
 def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
-        factory: SessionFactory, settings: Settings) -> None:
-    job_id = _submit(factory, SPEC)
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
+    job_id = _submit(factory, store, SPEC)
     with pytest.raises(DatabaseUnavailable) as outage:
         run_job(job_id, factory=factory, settings=settings, writes=_outage_past(14))
     assert outage.value.lease == 1
@@ -154,12 +159,14 @@ def test_a_crash_mid_job_resumes_from_the_checkpoint_to_the_same_weights(
             Metric.job_id == job_id)) == 24
         final = get_weights(session, job_id=job_id, kind="final")
         assert final is not None
-        assert np.array_equal(from_npz(final.data)["W1"], _reference(SPEC).weights()["W1"])
+        stored = from_npz(store.get(weights_key(job_id, "final")))
+        assert np.array_equal(stored["W1"], _reference(SPEC).weights()["W1"])
 
 
 def test_cancel_stops_once_a_write_has_read_it_and_keeps_history_and_checkpoint(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _submit(factory, SPEC)
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        store: BlobStore) -> None:
+    job_id = _submit(factory, store, SPEC)
     real_step = Trainer.train_step
 
     def cancelling_step(self: Trainer) -> Any:
@@ -184,10 +191,10 @@ def test_cancel_stops_once_a_write_has_read_it_and_keeps_history_and_checkpoint(
 
 
 def test_a_job_cancelled_after_its_leader_died_ends_at_its_last_checkpoint(
-        factory: SessionFactory, settings: Settings) -> None:
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
     # Checkpoint 0 alone: the leader that stops records steps 1..14 past it.
     settings = settings.model_copy(update={"checkpoint_interval_s": 3600.0})
-    job_id = _submit(factory, SPEC)
+    job_id = _submit(factory, store, SPEC)
     with pytest.raises(DatabaseUnavailable):
         run_job(job_id, factory=factory, settings=settings, writes=_outage_past(14))
     with session_scope(factory) as session:
@@ -209,11 +216,11 @@ def test_a_job_cancelled_after_its_leader_died_ends_at_its_last_checkpoint(
 
 
 def test_a_delivery_with_nothing_to_do_says_why_and_changes_nothing(
-        factory: SessionFactory, settings: Settings) -> None:
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
     assert run_job("no-such-job", factory=factory, settings=settings) == "missing"
-    finished = _submit(factory, {**SPEC, "epochs": 1})
+    finished = _submit(factory, store, {**SPEC, "epochs": 1})
     assert run_job(finished, factory=factory, settings=settings) == "succeeded"
-    cancelled = _submit(factory, SPEC)
+    cancelled = _submit(factory, store, SPEC)
     with session_scope(factory) as session:
         job = session.get(Job, cancelled)
         assert job is not None
@@ -229,14 +236,14 @@ def test_a_delivery_with_nothing_to_do_says_why_and_changes_nothing(
 
 
 def test_divergence_fails_with_its_type_and_keeps_the_last_finite_checkpoint(
-        factory: SessionFactory, settings: Settings) -> None:
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 3)) * 100
     y = rng.normal(size=64)
     spec = {"model": {"hidden": [16], "output": "linear"}, "loss": "mse",
             "optimizer": {"lr": 1000.0}, "epochs": 20, "batch_size": 8,
             "validation_fraction": 0.0}
-    job_id = _submit(factory, spec, X=X, y=y)
+    job_id = _submit(factory, store, spec, X=X, y=y)
     assert run_job(job_id, factory=factory, settings=settings) == "failed"
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
@@ -246,14 +253,15 @@ def test_divergence_fails_with_its_type_and_keeps_the_last_finite_checkpoint(
         assert last is not None
         checkpoint = session.get(Checkpoint, (job_id, last))
         assert checkpoint is not None
-        assert np.all(np.isfinite(model_from_state(checkpoint.state).params))
+        assert np.all(np.isfinite(model_from_state(read_checkpoint(store, checkpoint)).params))
         # Its initial state too, though it failed before its first progress write.
         assert session.get(Checkpoint, (job_id, 0)) is not None
 
 
-def test_unusable_data_fails_as_invalid_data(factory: SessionFactory, settings: Settings) -> None:
+def test_unusable_data_fails_as_invalid_data(factory: SessionFactory, settings: Settings,
+                                             store: BlobStore) -> None:
     spec = {**SPEC, "shards": 1, "init": "no-such-job"}
-    job_id = _submit(factory, spec)
+    job_id = _submit(factory, store, spec)
     assert run_job(job_id, factory=factory, settings=settings) == "failed"
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
@@ -264,7 +272,7 @@ def test_unusable_data_fails_as_invalid_data(factory: SessionFactory, settings: 
 @pytest.mark.parametrize("where", ["planning", "preparing"])
 def test_a_fault_before_training_fails_the_job_instead_of_leaving_it_running(
         factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
-        where: str) -> None:
+        where: str, store: BlobStore) -> None:
     """Not a ValueError, so not bad data: a fault of the service's own, which a retry would
     meet again."""
     def overflow(*_: Any, **__: Any) -> None:
@@ -272,7 +280,7 @@ def test_a_fault_before_training_fails_the_job_instead_of_leaving_it_running(
 
     monkeypatch.setattr(claim, "planned_network" if where == "planning" else "load_input",
                         overflow)
-    job_id = _submit(factory, SPEC)
+    job_id = _submit(factory, store, SPEC)
     assert run_job(job_id, factory=factory, settings=settings) == "failed"
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
@@ -284,13 +292,13 @@ def test_a_fault_before_training_fails_the_job_instead_of_leaving_it_running(
 @pytest.mark.parametrize("where", ["planning", "preparing"])
 def test_an_outage_before_training_is_retried_not_failed(
         factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
-        where: str) -> None:
+        where: str, store: BlobStore) -> None:
     def outage(*_: Any, **__: Any) -> None:
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(claim, "planned_network" if where == "planning" else "load_input",
                         outage)
-    job_id = _submit(factory, SPEC)
+    job_id = _submit(factory, store, SPEC)
     with pytest.raises(DatabaseUnavailable):
         run_job(job_id, factory=factory, settings=settings)
     with session_scope(factory) as session:
@@ -299,24 +307,25 @@ def test_an_outage_before_training_is_retried_not_failed(
 
 
 def test_init_starts_from_an_earlier_jobs_final_weights(factory: SessionFactory,
-                                                        settings: Settings) -> None:
-    first = _submit(factory, SPEC)
+                                                        settings: Settings,
+                                                        store: BlobStore) -> None:
+    first = _submit(factory, store, SPEC)
     run_job(first, factory=factory, settings=settings)
-    second = _submit(factory, {**SPEC, "epochs": 1, "init": first})
+    second = _submit(factory, store, {**SPEC, "epochs": 1, "init": first})
     assert run_job(second, factory=factory, settings=settings) == "succeeded"
     with session_scope(factory) as session:
         start = session.get(Checkpoint, (second, 0))
         final = get_weights(session, job_id=first, kind="final")
         assert start is not None and final is not None
-        np.testing.assert_array_equal(model_from_state(start.state).params,
-                                      Model.from_npz(final.data).params)
+        np.testing.assert_array_equal(model_from_state(read_checkpoint(store, start)).params,
+                                      Model.from_npz(store.get(weights_key(first, "final"))).params)
 
 
 def test_a_session_ended_by_the_server_is_an_outage_retried_with_the_lease(
-        factory: SessionFactory, settings: Settings) -> None:
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
     from sqlalchemy.exc import InternalError
 
-    job_id = _submit(factory, SPEC)
+    job_id = _submit(factory, store, SPEC)
     def ended(batch: Batch) -> None:  # as PostgreSQL reports a session it ended
         raise InternalError("COMMIT", {}, Exception("idle-in-transaction timeout"),
                             connection_invalidated=True)
@@ -329,10 +338,10 @@ def test_a_session_ended_by_the_server_is_an_outage_retried_with_the_lease(
 
 
 def test_a_leader_cut_off_while_replaced_stops_instead_of_retrying(
-        factory: SessionFactory, settings: Settings) -> None:
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
     from sqlalchemy.exc import InternalError
 
-    job_id = _submit(factory, SPEC)
+    job_id = _submit(factory, store, SPEC)
 
     def replaced_then_cut_off(batch: Batch) -> None:
         # Meanwhile the watchdog handed the job to another leader (attempt 2).

@@ -13,9 +13,10 @@ from core.npz import from_npz
 from core.spec import TrainSpec
 from core.training import Trainer
 from db.base import utc_now
+from db.blobs import BlobStore
 from db.engine import SessionFactory, session_scope
 from db.models import Checkpoint, Job, Metric
-from db.queries.checkpoints import get_weights
+from db.queries.checkpoints import get_weights, weights_key
 from db.queries.leases import claim_job, release_job, requeue_stalled
 from db.queries.metrics import read_metrics
 from db.settings import Settings
@@ -30,9 +31,9 @@ SPEC: dict[str, Any] = {"model": {"hidden": [8], "activation": "relu"},
                         "batch_size": 16, "shards": 2, "seed": 3}
 
 
-def _submit(factory: SessionFactory, spec: dict[str, Any] = SPEC) -> str:
+def _submit(factory: SessionFactory, store: BlobStore, spec: dict[str, Any] = SPEC) -> str:
     with session_scope(factory) as session:
-        return add_job(session, add_dataset(session, *blobs(n=160, seed=1,
+        return add_job(session, add_dataset(session, store, *blobs(n=160, seed=1,
                                                            dtype=np.float32)), spec).id
 
 
@@ -43,8 +44,9 @@ def _job(factory: SessionFactory, job_id: str) -> Job:
         return job
 
 
-def test_only_one_of_two_claims_wins_until_the_lease_expires(factory: SessionFactory) -> None:
-    job_id = _submit(factory)
+def test_only_one_of_two_claims_wins_until_the_lease_expires(factory: SessionFactory,
+                                                             store: BlobStore) -> None:
+    job_id = _submit(factory, store)
     now = utc_now()
     with session_scope(factory) as session:
         assert claim_job(session, job_id=job_id, stall_timeout_s=60, now=now) == 1
@@ -66,8 +68,9 @@ def test_only_one_of_two_claims_wins_until_the_lease_expires(factory: SessionFac
 
 
 def test_a_duplicate_delivery_beside_a_live_leader_is_dropped(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _submit(factory)
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        store: BlobStore) -> None:
+    job_id = _submit(factory, store)
     real_step = Trainer.train_step
     duplicates: list[str] = []
 
@@ -87,8 +90,9 @@ def test_a_duplicate_delivery_beside_a_live_leader_is_dropped(
 
 
 def test_a_replaced_leader_stops_without_writing(
-        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _submit(factory)
+        factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        store: BlobStore) -> None:
+    job_id = _submit(factory, store)
     real_step = Trainer.train_step
 
     def step_then_lose_the_lease(self: Trainer) -> Any:
@@ -107,9 +111,9 @@ def test_a_replaced_leader_stops_without_writing(
 @pytest.mark.parametrize(("sync_every", "handed_back_at"), [(1, 5), (3, 6)])
 def test_a_shutting_down_worker_hands_the_job_back_at_its_step(
         factory: SessionFactory, settings: Settings, monkeypatch: pytest.MonkeyPatch,
-        sync_every: int, handed_back_at: int) -> None:
+        sync_every: int, handed_back_at: int, store: BlobStore) -> None:
     spec = {**SPEC, "sync_every": sync_every}
-    job_id = _submit(factory, spec)
+    job_id = _submit(factory, store, spec)
     real_step = Trainer.train_step
     requeued: list[str] = []
 
@@ -138,13 +142,14 @@ def test_a_shutting_down_worker_hands_the_job_back_at_its_step(
         assert read_metrics(session, job_id=job_id)["step"] == list(range(1, 25))
         final = get_weights(session, job_id=job_id, kind="final")
         assert final is not None
+        stored = from_npz(store.get(weights_key(job_id, "final")))
         for name, array in reference.weights().items():
-            assert np.array_equal(from_npz(final.data)[name], array)
+            assert np.array_equal(stored[name], array)
 
 
 def test_the_watchdog_requeues_a_stalled_job_then_fails_it(
-        factory: SessionFactory, settings: Settings) -> None:
-    job_id = _submit(factory)
+        factory: SessionFactory, settings: Settings, store: BlobStore) -> None:
+    job_id = _submit(factory, store)
     # Claims dated a second ago: fresh for a 60 s lease, stale for a 1 ms one, however fast
     # this test runs from a claim to the next check.
     second_ago = utc_now() - timedelta(seconds=1)
@@ -166,8 +171,8 @@ def test_the_watchdog_requeues_a_stalled_job_then_fails_it(
 
 
 def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_period(
-        factory: SessionFactory) -> None:
-    job_id = _submit(factory)
+        factory: SessionFactory, store: BlobStore) -> None:
+    job_id = _submit(factory, store)
     later = utc_now() + timedelta(seconds=120)
     with session_scope(factory) as session:
         assert requeue_stalled(session, stall_timeout_s=60, max_attempts=5,

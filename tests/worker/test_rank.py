@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from db.blobs import blob_store
 from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.settings import Settings
@@ -20,7 +21,7 @@ def test_a_rank_of_a_replaced_ended_or_closed_attempt_is_not_needed(
         factory: SessionFactory, settings: Settings) -> None:
     with session_scope(factory) as session:
         X, y = blobs(n=80, seed=0, dtype=np.float32)
-        job = add_job(session, add_dataset(session, X, y),
+        job = add_job(session, add_dataset(session, blob_store(settings), X, y),
                       {"epochs": 2, "batch_size": 16, "shards": 2})
         job_id = claimed(claimed(job), held=1).id  # its leader restarted: attempt 2
     started, plane = time.monotonic(), fake_join_plane()

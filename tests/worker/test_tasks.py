@@ -11,6 +11,7 @@ import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+from db.blobs import BlobStore
 from db.engine import SessionFactory, session_scope
 from db.models import Job
 from db.settings import Settings
@@ -32,10 +33,11 @@ def app(settings: Settings, factory: SessionFactory,
         yield app
 
 
-def test_a_job_sent_by_task_name_is_trained(app: Celery, factory: SessionFactory) -> None:
+def test_a_job_sent_by_task_name_is_trained(app: Celery, factory: SessionFactory,
+                                            store: BlobStore) -> None:
     with session_scope(factory) as session:
         X, y = blobs(n=80, seed=0, dtype=np.float32)
-        job_id = add_job(session, add_dataset(session, X, y),
+        job_id = add_job(session, add_dataset(session, store, X, y),
                          {"epochs": 2, "batch_size": 16, "shards": 2}).id
     assert train_job.name == TRAIN_JOB  # the task the workers register
     client = Celery("client", broker=app.conf.broker_url)  # the API's side knows only the name
