@@ -91,6 +91,8 @@ class Cluster:
                     # The server's keys, and a prefix of this cluster's own in its bucket.
                     **backends.s3.env(BUCKET, prefix=f"cluster-{uuid4().hex[:12]}"),
                     **E2E_ENV}
+        # Settings of worker i alone (1-based), over ``env``: e.g. a store endpoint of its own.
+        self.worker_env: dict[int, dict[str, str]] = {}
         self._argv = {
             "migrate": service_argv(compose, "migrate"),
             "api": service_argv(compose, "api",
@@ -118,7 +120,7 @@ class Cluster:
         self.api = self.processes.start("api", self._argv["api"], self.env)
         self.worker_processes = [
             self.processes.start(f"worker{i}", [*self._argv["worker"], "-n", f"w{i}@%h"],
-                                 self.env)
+                                 {**self.env, **self.worker_env.get(i, {})})
             for i in range(1, self.workers + 1)]
         wait_until("GET /readyz to answer 200", self._ready, READY_TIMEOUT_S,
                    context=self.describe)

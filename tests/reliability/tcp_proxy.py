@@ -1,7 +1,8 @@
 """A TCP proxy that a test can cut: the service behind it then sees its server unreachable.
 
 While cut, every open connection is closed and new ones are accepted and closed at once, as
-a server that went away does; ``restore`` lets connections through again.
+a server that went away does; ``restore`` lets connections through again. It counts the bytes
+the server sent its clients (``downloaded``): what a client read from it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
+        self.downloaded = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
@@ -59,12 +61,16 @@ class TcpProxy:
             with self._lock:
                 self._open.update((client, server))
             for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+                threading.Thread(target=self._pump, args=(source, target, source is server),
+                                 daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, download: bool) -> None:
         try:
             while data := source.recv(BUFFER):
                 target.sendall(data)
+                if download:
+                    with self._lock:
+                        self.downloaded += len(data)
         except OSError:
             pass
         finally:
