@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 def _default_database_url(data: dict[str, Any]) -> str:
@@ -45,13 +46,22 @@ class Settings(BaseSettings):
     """Log one JSON object per line (for log collectors) instead of key=value text."""
 
     max_body_bytes: int = Field(default=64 * MiB, gt=0)
-    max_rows: int = Field(default=1_000_000, gt=0)
+    max_rows: int = Field(default=100_000_000, gt=0)
     max_features: int = Field(default=10_000, gt=0)
     max_params: int = Field(default=10_000_000, gt=0)
     max_epochs: int = Field(default=10_000, gt=0)
     max_compute: int = Field(default=1_000_000_000, gt=0)
     """Budget of one job in row-epochs: training rows times epochs."""
     max_queued_jobs_per_tenant: int = Field(default=100, gt=0)
+    max_dataset_bytes: int = Field(default=50 * GiB, gt=0)
+    """An upload's bytes, and its X as decoded (a compressed .npz, or a CSV of short numbers,
+    decodes to more): past it, an upload is refused (413, or 422 once it is being read)."""
+    tenant_quota_bytes: int | None = Field(default=None, gt=0)
+    """What one tenant may hold in the blob store: its datasets, the uploads it is sending,
+    and its jobs' checkpoints and weights; None: no quota."""
+    ingest_tmp_dir: Path | None = None
+    """Where an ingest spools an upload's rows while it shuffles them (as much disk as the
+    dataset, freed as it ends); None: the system's temporary directory."""
 
     db_pool_size: int = Field(default=5, gt=0)
     """Database connections each process keeps open."""
@@ -107,12 +117,13 @@ class Settings(BaseSettings):
     """What one S3 blob writer buffers and sends as a part (S3's minimum part is 5 MiB; 10,000
     parts make its largest blob: 78 GiB at 8 MiB)."""
 
-    @field_validator("data_dir", "blob_dir")
+    @field_validator("data_dir", "blob_dir", "ingest_tmp_dir")
     @classmethod
-    def _expand_user(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
-    @field_validator("shared_memory_dir", "s3_endpoint_url", "s3_access_key_id",
+    @field_validator("shared_memory_dir", "s3_endpoint_url", "tenant_quota_bytes",
+                     "ingest_tmp_dir", "s3_access_key_id",
                      "s3_secret_access_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

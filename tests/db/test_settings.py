@@ -25,6 +25,8 @@ def test_with_nothing_set_the_settings_describe_the_embedded_default(
         "development",
     )
     assert settings.max_body_bytes == 64 * 1024 * 1024
+    assert (settings.max_rows, settings.max_dataset_bytes) == (100_000_000, 50 * 1024**3)
+    assert settings.tenant_quota_bytes is None and settings.ingest_tmp_dir is None
     assert get_settings() is settings
 
 
@@ -35,11 +37,14 @@ def test_variables_override_and_the_database_follows_the_data_dir(
     clean_settings.setenv("SHARDTRAIN_DATA_DIR", "~/elsewhere")
     clean_settings.setenv("SHARDTRAIN_MAX_ROWS", "500")
     clean_settings.setenv("SHARDTRAIN_RANK_TIMEOUT_S", "2.5")
+    clean_settings.setenv("SHARDTRAIN_TENANT_QUOTA_BYTES", "")  # empty: unset
+    clean_settings.setenv("SHARDTRAIN_INGEST_TMP_DIR", "~/spool")
     settings = get_settings()
     assert settings.data_dir == tmp_path / "elsewhere"
     assert settings.database_url.endswith("/elsewhere/shardtrain.sqlite3")
     assert settings.blob_dir == tmp_path / "elsewhere" / "blobs"
     assert settings.max_rows == 500 and settings.rank_timeout_s == 2.5
+    assert settings.tenant_quota_bytes is None and settings.ingest_tmp_dir == tmp_path / "spool"
 
 
 def test_an_explicit_database_url_wins(clean_settings: pytest.MonkeyPatch) -> None:
