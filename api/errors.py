@@ -25,6 +25,7 @@ from api.services.errors import (
     NotFound,
     QueueFull,
     ServiceError,
+    TooLarge,
     Unavailable,
 )
 from core.data import InvalidDataError
@@ -38,6 +39,7 @@ _STATUS: dict[type[ServiceError], int] = {
     NotFound: status.HTTP_404_NOT_FOUND,
     Conflict: status.HTTP_409_CONFLICT,
     QueueFull: status.HTTP_429_TOO_MANY_REQUESTS,
+    TooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
 }
 
 

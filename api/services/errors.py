@@ -30,6 +30,10 @@ class Conflict(ServiceError):
     """The request does not fit the current state of the job (HTTP 409)."""
 
 
+class TooLarge(ServiceError):
+    """Data past a size limit or the tenant's storage quota; the message names it (HTTP 413)."""
+
+
 class QueueFull(ServiceError):
     """The tenant already has as many queued jobs as it may (HTTP 429)."""
 
