@@ -15,14 +15,15 @@ RUN useradd --create-home --uid 10001 --user-group shardtrain
 
 # Install from a throw-away copy of the sources, so the working directory below does not hold
 # the packages and every process imports the installed ones, as outside a container. The s3
-# extra (boto3) is the client of the blob store that compose runs.
+# extra (boto3) is the client of the blob store that compose runs; tabular (pyarrow) reads
+# Parquet and CSV uploads in streaming batches.
 COPY pyproject.toml README.md /tmp/src/
 COPY core /tmp/src/core
 COPY db /tmp/src/db
 COPY worker /tmp/src/worker
 COPY api /tmp/src/api
 COPY migrations /tmp/src/migrations
-RUN pip install --no-cache-dir "/tmp/src[s3]" && rm -rf /tmp/src
+RUN pip install --no-cache-dir "/tmp/src[s3,tabular]" && rm -rf /tmp/src
 
 # `alembic upgrade head` runs from here: alembic.ini finds migrations/ beside it.
 WORKDIR /app

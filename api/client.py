@@ -28,7 +28,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 WAIT_POLL_S = 0.5
 """How often ``wait`` asks for the job."""
 CONTENT_TYPES = {".npz": "application/octet-stream", ".csv": "text/csv",
-                 ".json": "application/json"}
+                 ".parquet": "application/vnd.apache.parquet", ".json": "application/json"}
 
 
 class ApiError(Exception):
@@ -126,7 +126,7 @@ class Client:
     def upload_dataset(self, source: str | Path | bytes, *, name: str | None = None,
                        content_type: str | None = None, target: str | None = None
                        ) -> dict[str, Any]:
-        """Upload an .npz, .csv or .json file (or bytes, with ``content_type``)."""
+        """Upload an .npz, .csv, .parquet or .json file (or bytes, with ``content_type``)."""
         if isinstance(source, bytes):
             body, name = source, name or "dataset"
         else:

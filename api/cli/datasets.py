@@ -15,9 +15,10 @@ app = typer.Typer(no_args_is_help=True, help="Datasets of a service.")
 
 @app.command()
 def upload(
-    file: Annotated[Path, typer.Argument(help=".npz (arrays X, y), .csv (header row) or .json.")],
+    file: Annotated[Path, typer.Argument(
+        help=".npz (arrays X, y), .csv (header row), .parquet or .json.")],
     target: Annotated[str | None, typer.Option(
-        help="CSV only: the column of labels or targets.")] = None,
+        help="CSV and Parquet only: the column of labels or targets.")] = None,
     name: Annotated[str | None, typer.Option(help="Default: the file's name.")] = None,
     url: UrlOption = None,
     token: TokenOption = None,

@@ -6,11 +6,14 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import api.routes.datasets as datasets_route
 from core.npz import to_npz
 from core.splits import ingest_order
 from db.blobs import BlobStore
@@ -247,3 +250,25 @@ def test_datasets_are_listed_newest_first_by_pages(client: TestClient,
     assert [d["id"] for d in second["items"]] == ids[:1] and second["next_cursor"] is None
     loc, _ = refusal(client.get("/v1/datasets", params={"cursor": "nonsense"}, headers=auth))
     assert loc == ["query", "cursor"]
+
+
+def test_an_upload_is_read_and_ingested_with_no_database_slot_held(
+        app: FastAPI, client: TestClient, auth: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slot only for each query of the ingest: a large upload, or many, must not take the
+    connections that other requests need."""
+    seen: list[tuple[str, int]] = []
+    ingest, record_dataset = datasets_route.ingest, datasets_route.record_dataset
+
+    def watched_ingest(source: Any, **kwargs: Any) -> Any:
+        seen.append(("ingest", app.state.db_gate.in_use))
+        return ingest(source, **kwargs)
+
+    def watched_record(session: Any, **kwargs: Any) -> Any:
+        seen.append(("record", app.state.db_gate.in_use))
+        return record_dataset(session, **kwargs)
+
+    monkeypatch.setattr(datasets_route, "ingest", watched_ingest)
+    monkeypatch.setattr(datasets_route, "record_dataset", watched_record)
+    upload(client, auth, *blobs())
+    assert seen == [("ingest", 0), ("record", 1)]

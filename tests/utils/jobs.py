@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, object_session
 
-from api.services.datasets import CanonicalData, store_data
+from api.services.datasets import store_data
 from core.splits import steps_per_epoch
 from db.blobs import BlobStore
 from db.models import Dataset, Job
@@ -22,7 +22,7 @@ def add_dataset(session: Session, store: BlobStore, X: np.ndarray, y: np.ndarray
     """``(X, y)`` stored as an upload of them is, in ``store``."""
     dataset, _ = store_data(session=session, store=store,
                             tenant_id=create_tenant(session, name=tenant).id, name="data.npz",
-                            data=CanonicalData.of(X, y))
+                            X=X, y=y)
     return dataset
 
 

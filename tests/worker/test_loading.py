@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from api.services.datasets import CanonicalData, store_data
+from api.services.datasets import store_data
 from core.data import InvalidDataError
 from core.job import JobData
 from core.npz import to_npz
@@ -44,7 +44,7 @@ def _stored(factory: SessionFactory, store: BlobStore, X: np.ndarray, y: np.ndar
     with session_scope(factory) as session:
         dataset, _ = store_data(session=session, store=store,
                                 tenant_id=create_tenant(session, name="acme").id,
-                                name="data.npz", data=CanonicalData.of(X, y))
+                                name="data.npz", X=X, y=y)
     return dataset
 
 
