@@ -138,6 +138,10 @@ class Client:
         return self._call("POST", "/v1/datasets", params=params, content=body,
                           headers=headers).json()
 
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Delete a dataset (refused with 409 while a queued or running job uses it)."""
+        self._call("DELETE", f"/v1/datasets/{dataset_id}")
+
     def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None
                ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

@@ -1,4 +1,4 @@
-"""``shardtrain datasets upload``: training data onto a service."""
+"""``shardtrain datasets upload`` and ``delete``: training data on a service."""
 
 from __future__ import annotations
 
@@ -31,3 +31,16 @@ def upload(
     typer.echo(f"{dataset['n_rows']} rows, {dataset['n_features']} features, {dataset['task']}"
                + (f", classes {dataset['classes']}" if dataset["classes"] else ""), err=True)
     typer.echo(dataset["id"])
+
+
+@app.command()
+def delete(
+    dataset_id: Annotated[str, typer.Argument(help="The dataset to delete.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a dataset and its stored rows (refused while a queued or running job uses it;
+    ended jobs keep their history)."""
+    with connect(url, token) as client:
+        client.delete_dataset(dataset_id)
+    typer.echo(f"deleted {dataset_id}", err=True)

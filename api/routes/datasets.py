@@ -1,8 +1,9 @@
-"""``/v1/datasets``: upload training data, list and inspect it."""
+"""``/v1/datasets``: upload training data, list, inspect and delete it."""
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,13 +19,14 @@ from api.errors import http_error
 from api.responses import AUTHENTICATED, UNPARSABLE_BODY
 from api.schemas.datasets import DatasetPublic, DatasetsPublic
 from api.services.dataset_files import MEDIA_TYPES, UploadFormat, format_of_filename
-from api.services.datasets import record_dataset
+from api.services.datasets import delete_dataset, record_dataset
 from api.services.errors import InvalidInput, ServiceError, TooLarge
 from api.services.ingest import ingest
 from api.services.ingest.json_body import JSON_SHAPE
 from api.services.quota import check_quota
 from core.data import InvalidDataError
 from db.blobs import BlobStore
+from db.blobs.datasets import dataset_prefix
 from db.models import Dataset
 from db.queries.datasets import (
     DatasetFacts,
@@ -34,6 +36,8 @@ from db.queries.datasets import (
 )
 from db.settings import Settings
 
+log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=AUTHENTICATED)
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -167,3 +171,24 @@ def read_dataset(dataset_id: str, session: SessionDep, tenant: CurrentTenant) ->
     if dataset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no dataset {dataset_id}")
     return dataset
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"description": "You have no such dataset"},
+                          409: {"description": "A queued or running job uses it"}})
+async def delete_tenant_dataset(dataset_id: str, gate: GateDep, store: StoreDep,
+                                tenant: TenantBriefly) -> Response:
+    """Delete a dataset and its stored rows. Ended jobs on it keep their history and weights
+    (their ``dataset`` becomes null); while a queued or running job uses it, 409."""
+    try:
+        await gate.run(partial(delete_dataset, tenant_id=tenant.id, dataset_id=dataset_id))
+    except ServiceError as error:
+        raise http_error(error) from error
+    # Only once the row is gone: a failure here leaves blobs that no row names (harmless),
+    # never a row without its blobs.
+    prefix = dataset_prefix(dataset_id) + "/"
+    try:
+        await to_thread.run_sync(store.delete_prefix, prefix)
+    except Exception:
+        log.exception("dataset %s deleted, but not its blobs under %s", dataset_id, prefix)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,16 +1,24 @@
-"""A tenant's datasets: arrays stored as an upload of them is, and an ingested upload
-recorded within the quota. Reading uploads is ``api.services.ingest``."""
+"""A tenant's datasets: arrays stored as an upload of them is, an ingested upload recorded
+within the quota, and a dataset deleted. Reading uploads is ``api.services.ingest``."""
 
 from __future__ import annotations
 
 import numpy as np
 from sqlalchemy.orm import Session
 
+from api.services.errors import Conflict, NotFound
 from api.services.ingest import ingest_arrays
 from api.services.quota import check_quota
 from db.blobs import BlobStore
 from db.models import Dataset
-from db.queries.datasets import DatasetFacts, dataset_with_content, store_dataset
+from db.queries.datasets import (
+    DatasetFacts,
+    active_job_using,
+    dataset_with_content,
+    delete_dataset_row,
+    get_dataset,
+    store_dataset,
+)
 from db.settings import Settings
 
 
@@ -35,3 +43,17 @@ def record_dataset(session: Session, *, tenant_id: str, name: str, dataset_id: s
     check_quota(session, tenant_id, facts.size_bytes, settings)
     return store_dataset(session, dataset_id=dataset_id, tenant_id=tenant_id, name=name,
                          facts=facts)
+
+
+def delete_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> None:
+    """Deletes the tenant's dataset's row; its blobs (``dataset_prefix``) are the caller's to
+    delete once that is committed. Raises NotFound, or Conflict while a queued or running job
+    uses it (ended jobs keep their history, without the dataset)."""
+    dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=dataset_id, lock="update")
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id}")
+    job = active_job_using(session, dataset_id=dataset_id)
+    if job is not None:
+        raise Conflict(f"dataset {dataset_id} is in use by job {job.id} ({job.status}): "
+                       "cancel it or let it end, then delete the dataset")
+    delete_dataset_row(session, dataset_id=dataset_id)

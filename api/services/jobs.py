@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.queue import EnqueueError
@@ -107,7 +108,8 @@ def submit_job(*, session: Session, store: BlobStore, tenant_id: str, spec: JobC
     Raises ``InvalidInput`` (a field, a limit, or a key used before with another request) or
     ``QueueFull``. Flushes only: the caller commits, then enqueues.
     """
-    dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset)
+    # Shared until the commit: the dataset cannot be deleted under a job being queued on it.
+    dataset = get_dataset(session, tenant_id=tenant_id, dataset_id=spec.dataset, lock="share")
     if dataset is None:
         raise InvalidInput(("body", "dataset"), f"dataset: you have no dataset {spec.dataset}",
                            kind="not_found")
@@ -132,6 +134,10 @@ def submit_job(*, session: Session, store: BlobStore, tenant_id: str, spec: JobC
     except IdempotencyConflict as error:
         raise InvalidInput(("header", "Idempotency-Key"), str(error),
                            kind="idempotency_conflict") from error
+    except IntegrityError as error:
+        # SQLite takes no row lock: the dataset was deleted since it was read.
+        raise InvalidInput(("body", "dataset"), f"dataset: you have no dataset {spec.dataset}",
+                           kind="not_found") from error
     # Counted after the insert, so that replaying a request whose job is queued is never
     # refused; the caller's rollback undoes the insert when the queue is full.
     if created and count_queued(session, tenant_id=tenant_id) > settings.max_queued_jobs_per_tenant:

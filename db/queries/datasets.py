@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from db.models import Dataset, Layout, Task
+from db.models import Dataset, Job, Layout, Task
 from db.queries.dml import insert_for
 from db.queries.pagination import SortKey, cursor_datetime, paginate
 
@@ -64,10 +64,32 @@ def _by_sha256(session: Session, *, tenant_id: str, sha256: str) -> Dataset | No
     return session.execute(statement).scalar_one_or_none()
 
 
-def get_dataset(session: Session, *, tenant_id: str, dataset_id: str) -> Dataset | None:
-    """The dataset, or None if it does not exist or belongs to another tenant."""
+def get_dataset(session: Session, *, tenant_id: str, dataset_id: str,
+                lock: Literal["share", "update"] | None = None) -> Dataset | None:
+    """The dataset, or None if it does not exist or belongs to another tenant.
+
+    ``lock`` (PostgreSQL; SQLite serialises writers anyway) holds the row until the commit:
+    ``share`` for a job about to use it, ``update`` for its deletion. So a deletion waits for
+    the job and then sees it, and a job that waited for a deletion finds no dataset.
+    """
     statement = select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
+    if lock is not None:
+        statement = statement.with_for_update(read=lock == "share", key_share=lock == "share")
     return session.execute(statement).scalar_one_or_none()
+
+
+def active_job_using(session: Session, *, dataset_id: str) -> Job | None:
+    """A queued or running job on the dataset, if there is one."""
+    statement = select(Job).where(Job.dataset_id == dataset_id,
+                                  Job.status.in_(("queued", "running"))).limit(1)
+    return session.execute(statement).scalar_one_or_none()
+
+
+def delete_dataset_row(session: Session, *, dataset_id: str) -> None:
+    """The row only: ended jobs keep their history (their dataset_id becomes NULL by the
+    foreign key); the blobs are the caller's to delete once this is committed."""
+    session.execute(delete(Dataset).where(Dataset.id == dataset_id)
+                    .execution_options(synchronize_session=False))
 
 
 def list_datasets(

@@ -1,5 +1,5 @@
 """The client commands (``submit``, ``watch``, ``runs``, ``history``, ``weights``, ``predict``,
-``cancel``, ``datasets upload``) against the live embedded service.
+``cancel``, ``datasets upload`` and ``delete``) against the live embedded service.
 
 The service's data directory is the process's (``SHARDTRAIN_DATA_DIR``), so the commands find
 its URL and token in the file ``serve`` writes unless a test passes others.
@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner, Result
 
 from api.cli import app
 from api.cli.local import LocalService
-from api.client import Client
+from api.client import ApiError, Client
 from core.npz import to_npz
 from tests.utils.api import SPEC
 from tests.utils.data import blobs
@@ -113,6 +115,23 @@ def test_upload_submit_then_watch(live: LocalService, tmp_path: Path) -> None:
     job_id = submitted.stdout.strip()
     watched = shardtrain("watch", job_id)
     assert watched.exit_code == 0 and watched.stdout.startswith("succeeded"), watched.output
+
+
+def test_upload_a_parquet_file_then_delete_it(live: LocalService, tmp_path: Path) -> None:
+    X, y = blobs(n=160, seed=7)
+    path = tmp_path / "blobs.parquet"
+    pq.write_table(pa.table({**{f"f{i}": X[:, i] for i in range(4)}, "kind": y}), path)
+    uploaded = shardtrain("datasets", "upload", path, "--target", "kind")
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "160 rows, 4 features, classification" in uploaded.stderr
+    dataset_id = uploaded.stdout.strip()
+    deleted = shardtrain("datasets", "delete", dataset_id)
+    assert deleted.exit_code == 0 and deleted.stderr.strip() == f"deleted {dataset_id}"
+    again = shardtrain("datasets", "delete", dataset_id)
+    assert again.exit_code == 1 and f"no dataset {dataset_id}" in again.stderr
+    with Client(live.url, live.token) as client, pytest.raises(ApiError) as refused:
+        client.delete_dataset(dataset_id)
+    assert refused.value.status == 404
 
 
 def _long_job(client: Client) -> dict[str, Any]:
