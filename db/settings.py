@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     """What one S3 blob writer buffers and sends as a part (S3's minimum part is 5 MiB; 10,000
     parts make its largest blob: 78 GiB at 8 MiB)."""
 
+    upload_expiry_s: float = Field(default=86_400.0, gt=0)
+    """A resumable upload untouched for this long is deleted, with the bytes it received;
+    a finished one keeps its status (``GET /v1/uploads/{id}``) for as long."""
+    ingest_stall_s: float = Field(default=120.0, gt=0)
+    """An upload being read into a dataset whose API process has not renewed its heartbeat
+    for this long is presumed lost: another API process's sweep takes it over."""
+
     @field_validator("data_dir", "blob_dir", "ingest_tmp_dir")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
