@@ -6,6 +6,8 @@ in plain text; this one answers JSON, like every other error of the API.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import HTTPException, status
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -28,14 +30,19 @@ class BodyLimitMiddleware:
     (chunked uploads, or a Content-Length that lies) the bytes are counted as the app receives
     them, and ``BodyTooLarge`` is raised inside the app as soon as they pass the limit, so that
     no request holds more than ``max_bytes`` plus one chunk.
+
+    Requests for which ``exempt(scope)`` is true pass unchecked: routes that store their body
+    as it arrives, in bounded memory, and bound its size themselves.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 exempt: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")

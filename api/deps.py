@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from api.admission import DatabaseGate
 from api.model_cache import ModelCache
 from api.queue import broker_reachable, enqueue_job
+from api.services.upload_ingest import IngestExecutor
 from db.base import MAX_INTEGER
 from db.blobs import BlobStore, blob_store
 from db.engine import SessionFactory, make_engine, make_session_factory
@@ -29,6 +30,9 @@ Enqueue = Callable[[str], None]
 """Sends a committed job to the workers, by id."""
 BrokerCheck = Callable[[float], bool]
 """Whether the broker answers within the given seconds."""
+QuotaCheck = Callable[[Session, str, int, Settings], None]
+"""``(session, tenant_id, adding, settings)``: raises when the tenant would hold more than
+its quota with ``adding`` more bytes."""
 
 
 # The dependencies that only read the app's state are async: FastAPI runs them on the event
@@ -58,6 +62,22 @@ def session_factory(settings: Settings) -> SessionFactory:
     """One engine (and connection pool) per database for the life of the process."""
     return _session_factory(settings.database_url, settings.db_pool_size,
                             settings.db_max_overflow)
+
+
+# Background work of an API process (ingests, their heartbeat, the upload sweep) has a pool
+# of its own: it must never take a connection that the requests' gate counts on.
+BACKGROUND_CONNECTIONS = 2
+
+
+@lru_cache
+def _background_factory(database_url: str) -> SessionFactory:
+    return make_session_factory(make_engine(database_url, pool_size=BACKGROUND_CONNECTIONS,
+                                            max_overflow=BACKGROUND_CONNECTIONS))
+
+
+def background_sessions(settings: Settings) -> SessionFactory:
+    """Sessions for the API process's own threads, apart from the requests' pool."""
+    return _background_factory(settings.database_url)
 
 
 def database_gate(settings: Settings) -> DatabaseGate:
@@ -142,6 +162,22 @@ async def get_store(settings: SettingsDep) -> BlobStore:
 
 
 StoreDep = Annotated[BlobStore, Depends(get_store)]
+
+
+async def get_ingests(request: Request) -> IngestExecutor:
+    ingests: IngestExecutor = request.app.state.ingests
+    return ingests
+
+
+IngestsDep = Annotated[IngestExecutor, Depends(get_ingests)]
+
+
+async def get_quota_check(request: Request) -> QuotaCheck | None:
+    check: QuotaCheck | None = request.app.state.quota_check
+    return check
+
+
+QuotaCheckDep = Annotated[QuotaCheck | None, Depends(get_quota_check)]
 
 
 async def get_model_cache(request: Request) -> ModelCache:
