@@ -142,6 +142,10 @@ class Client:
         """Delete a dataset (refused with 409 while a queued or running job uses it)."""
         self._call("DELETE", f"/v1/datasets/{dataset_id}")
 
+    def delete_job(self, job_id: str) -> None:
+        """Delete an ended job with its history, checkpoints and weights."""
+        self._call("DELETE", f"/v1/jobs/{job_id}")
+
     def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None
                ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

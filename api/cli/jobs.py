@@ -1,4 +1,4 @@
-"""``shardtrain submit``, ``watch``, ``runs`` and ``cancel``: jobs on a service."""
+"""``shardtrain submit``, ``watch``, ``runs``, ``cancel`` and ``delete``: jobs on a service."""
 
 from __future__ import annotations
 
@@ -155,3 +155,14 @@ def cancel(
         job = client.cancel(job_id)
     typer.echo(job["status"] if job["status"] == "cancelled"
                else f"{job['status']}: cancel requested, it stops at its next step")
+
+
+def delete(
+    job_id: Annotated[str, typer.Argument(help="The job to delete.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete an ended job with its history, checkpoints and weights (cancel it first)."""
+    with connect(url, token) as client:
+        client.delete_job(job_id)
+    typer.echo(f"deleted {job_id}")

@@ -1,21 +1,35 @@
-"""``/v1/jobs``: submit training jobs, follow them, list past runs, cancel."""
+"""``/v1/jobs``: submit training jobs, follow them, list past runs, cancel, delete."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import AwareDatetime, BeforeValidator, StringConstraints
 
-from api.deps import CurrentTenant, EnqueueDep, SessionDep, SettingsDep, StoreDep, TenantJob
+from api.deps import (
+    CurrentTenant,
+    DetachedJob,
+    EnqueueDep,
+    GateDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    TenantJob,
+)
 from api.errors import http_error
 from api.responses import AUTHENTICATED, NO_SUCH_JOB, UNPARSABLE_BODY
 from api.schemas.jobs import JobCreate, JobPublic, JobsPublic
 from api.services.errors import InvalidInput, ServiceError
 from api.services.job_views import job_view, job_views
-from api.services.jobs import cancel_job, submit_and_enqueue
+from api.services.jobs import cancel_job, delete_job, submit_and_enqueue
 from db.models import JobStatus
+from db.queries.checkpoints import job_prefix
 from db.queries.jobs import JobOrder, list_jobs
+
+log = logging.getLogger(__name__)
 
 
 def _iso_only(value: object) -> object:
@@ -120,3 +134,21 @@ def cancel(job: TenantJob, session: SessionDep) -> JobPublic:
         raise http_error(error) from error
     session.commit()
     return job_view(session=session, job=job)
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={**NO_SUCH_JOB,
+                          409: {"description": "The job is queued or running (cancel it "
+                                "first), or a queued or running job starts from it"}})
+async def delete(job: DetachedJob, gate: GateDep, store: StoreDep) -> Response:
+    """Delete an ended job: its history, checkpoints and weights go with it."""
+    try:
+        await gate.run(lambda session: delete_job(session=session, job=job))
+    except ServiceError as error:
+        raise http_error(error) from error
+    try:  # committed: the job is gone whatever becomes of its bytes
+        await to_thread.run_sync(store.delete_prefix, job_prefix(job.id))
+    except Exception:
+        log.warning("job %s is deleted but not all its blobs (%s) could be", job.id,
+                    job_prefix(job.id), exc_info=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

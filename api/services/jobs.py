@@ -26,7 +26,14 @@ from db.blobs import BlobStore
 from db.models import Dataset, Job
 from db.queries.checkpoints import read_weights
 from db.queries.datasets import get_dataset
-from db.queries.jobs import IdempotencyConflict, count_queued, create_job, get_job
+from db.queries.jobs import (
+    IdempotencyConflict,
+    count_queued,
+    create_job,
+    delete_ended_job,
+    get_job,
+    jobs_starting_from,
+)
 from db.queries.metrics import rewind_to_checkpoint
 from db.settings import Settings
 
@@ -188,3 +195,19 @@ def cancel_job(*, session: Session, job: Job) -> None:
     if job.status == "queued":
         rewind_to_checkpoint(session, job)
     job.request_cancel()
+
+
+def delete_job(*, session: Session, job: Job) -> None:
+    """Delete an ended job with its history, checkpoints and weights; the caller deletes its
+    blobs once this is committed. Raises ``Conflict`` for a queued or running job, and for
+    one whose weights a queued or running job is to start from."""
+    if not job.is_finished:
+        raise Conflict(f"job {job.id} is {job.status}: cancel it first (POST "
+                       f"/v1/jobs/{job.id}/cancel, or shardtrain cancel {job.id}), then "
+                       "delete it once it has stopped")
+    users = jobs_starting_from(session, tenant_id=job.tenant_id, job_id=job.id)
+    if users:
+        raise Conflict(f"job {users[0].id} ({users[0].status}) starts from the weights of "
+                       f"job {job.id}; delete it once that job has ended")
+    if not delete_ended_job(session, tenant_id=job.tenant_id, job_id=job.id):
+        raise Conflict(f"job {job.id} changed meanwhile; ask for it again")

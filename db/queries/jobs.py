@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Job, JobStatus
-from db.queries.dml import insert_for
+from db.models import FINISHED, Job, JobStatus
+from db.queries.dml import affected_rows, insert_for
 from db.queries.pagination import SortKey, cursor_datetime, cursor_number, paginate
 
 JobOrder = Literal[
@@ -109,6 +109,25 @@ def count_queued(session: Session, *, tenant_id: str) -> int:
     """How many of the tenant's jobs wait for a worker (for the queued-jobs quota)."""
     statement = select(func.count()).where(Job.tenant_id == tenant_id, Job.status == "queued")
     return session.execute(statement).scalar_one()
+
+
+def jobs_starting_from(session: Session, *, tenant_id: str, job_id: str) -> list[Job]:
+    """The tenant's queued or running jobs whose spec starts from ``job_id``'s weights."""
+    statement = select(Job).where(Job.tenant_id == tenant_id,
+                                  Job.status.in_(("queued", "running")),
+                                  Job.spec["init"].as_string() == job_id)
+    return list(session.execute(statement).scalars())
+
+
+def delete_ended_job(session: Session, *, tenant_id: str, job_id: str) -> bool:
+    """Delete the job if it has ended; its metrics, checkpoints and weights rows go with it
+    (ON DELETE CASCADE), its blobs (``checkpoints.job_prefix``) are the caller's to delete
+    once this is committed. False if it has not ended (or does not exist)."""
+    statement = (delete(Job)
+                 .where(Job.id == job_id, Job.tenant_id == tenant_id,
+                        Job.status.in_(sorted(FINISHED)))
+                 .execution_options(synchronize_session=False))
+    return affected_rows(session, statement) == 1
 
 
 def list_jobs(
