@@ -22,29 +22,22 @@ from typing import Any
 import httpx
 import numpy as np
 
+from api.client_errors import ApiError, checked
+from api.resumable_upload import RETRY_S, Progress, ResumableUpload, Transfer
 from core.npz import from_npz
+from db.settings import get_settings
+
+__all__ = ["ApiError", "Client", "Event", "Transfer", "parse_sse"]
 
 FINISHED = ("succeeded", "failed", "cancelled")
 WAIT_POLL_S = 0.5
 """How often ``wait`` asks for the job."""
 CONTENT_TYPES = {".npz": "application/octet-stream", ".csv": "text/csv",
                  ".parquet": "application/vnd.apache.parquet", ".json": "application/json"}
-
-
-class ApiError(Exception):
-    """The API refused a request; ``str()`` is one readable line."""
-
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(f"HTTP {status}: {_describe(detail)}")
-        self.status = status
-        self.detail = detail
-
-
-def _describe(detail: Any) -> str:
-    if isinstance(detail, list):  # FastAPI's validation errors
-        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', []))}: {e.get('msg')}"
-                         for e in detail if isinstance(e, dict))
-    return str(detail)
+FORMATS = {"application/octet-stream": "npz", "text/csv": "csv", "application/json": "json",
+           "application/vnd.apache.parquet": "parquet"}
+"""The format of a resumable upload sent with an explicit content type."""
+MAX_BODY_HEADER = "Shardtrain-Max-Body-Bytes"
 
 
 @dataclass(frozen=True)
@@ -96,10 +89,16 @@ def parse_sse(lines: Iterable[str]) -> Iterator[Event]:
 
 class Client:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 resume_dir: Path | None = None, retry_s: float = RETRY_S) -> None:
+        """``resume_dir`` keeps what a resumable upload needs to go on after a failure
+        (default: ``uploads`` beside the CLI's ``client.json``); ``retry_s``: how long an
+        upload goes on retrying without progress before it gives up."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
                                   transport=transport)
+        self.resume_dir, self.retry_s = resume_dir, retry_s
+        self._body_limit: int | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -110,27 +109,27 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    def _check(response: httpx.Response) -> httpx.Response:
-        if response.is_error:
-            try:
-                detail = response.json().get("detail", response.text)
-            except ValueError:
-                detail = response.text
-            raise ApiError(response.status_code, detail)
-        return response
-
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self._check(self._http.request(method, path, **kwargs))
+        return checked(self._http.request(method, path, **kwargs))
 
     def upload_dataset(self, source: str | Path | bytes, *, name: str | None = None,
-                       content_type: str | None = None, target: str | None = None
-                       ) -> dict[str, Any]:
-        """Upload an .npz, .csv, .parquet or .json file (or bytes, with ``content_type``)."""
+                       content_type: str | None = None, target: str | None = None,
+                       on_progress: Progress | None = None) -> dict[str, Any]:
+        """Upload an .npz, .csv, .parquet or .json file (or bytes, with ``content_type``).
+
+        A file larger than the server takes in one request (its ``max_body_bytes``) goes
+        in parts, resumably (``api.resumable_upload``): calling again for the same file
+        after a failure goes on from where the server stands. ``on_progress`` hears how
+        such an upload goes, then waits while the server reads it into a dataset.
+        """
         if isinstance(source, bytes):
             body, name = source, name or "dataset"
         else:
             path = Path(source)
+            limit = self._single_request_limit()
+            if limit is not None and path.stat().st_size > limit:
+                return self._resumable(path, name=name, content_type=content_type,
+                                       target=target, on_progress=on_progress)
             body, name = path.read_bytes(), name or path.name
             content_type = content_type or CONTENT_TYPES.get(path.suffix.lower())
         params = {"name": name, **({"target": target} if target else {})}
@@ -141,6 +140,24 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         """Delete a dataset (refused with 409 while a queued or running job uses it)."""
         self._call("DELETE", f"/v1/datasets/{dataset_id}")
+
+    def _single_request_limit(self) -> int | None:
+        """The largest body the server takes (it says so to OPTIONS /v1/uploads); None if
+        it takes no resumable uploads."""
+        if self._body_limit is None:
+            answer = self._http.options("/v1/uploads")
+            self._body_limit = int(answer.headers.get(MAX_BODY_HEADER, -1)) \
+                if answer.status_code == 204 else -1
+        return None if self._body_limit < 0 else self._body_limit
+
+    def _resumable(self, path: Path, *, name: str | None, content_type: str | None,
+                   target: str | None, on_progress: Progress | None) -> dict[str, Any]:
+        fmt = FORMATS.get(content_type or "")
+        metadata = {"filename": path.name, **({"name": name} if name else {}),
+                    **({"target": target} if target else {}), **({"format": fmt} if fmt else {})}
+        state_dir = self.resume_dir or get_settings().data_dir / "uploads"
+        return ResumableUpload(self._http, path, metadata=metadata, state_dir=state_dir,
+                               on_progress=on_progress, retry_s=self.retry_s).run()
 
     def delete_job(self, job_id: str) -> None:
         """Delete an ended job with its history, checkpoints and weights."""
@@ -186,7 +203,7 @@ class Client:
                                        headers=headers) as response:
                     if response.is_error:
                         response.read()
-                        self._check(response)
+                        checked(response)
                     for event in parse_sse(response.iter_lines()):
                         failures = 0
                         last = event.id or last
