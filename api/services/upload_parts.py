@@ -152,7 +152,9 @@ class PartWriter:
         key = data_key(received.upload_id)
         if received.multipart_id is None:
             received.multipart_id = await to_thread.run_sync(self.store.start_multipart, key)
-            await self._record(hold=True)  # so that termination or expiry can abort it
+        # Still ours (and the multipart id recorded, so that termination or expiry can abort
+        # it): a writer that lost its lease must not replace a part the new one sent.
+        await self._record(hold=True)
         old_tail = tail_key(received.upload_id, len(received.parts))
         number = len(received.parts) + 1
         with memoryview(buffer) as view, view[:self.part_size] as part:
