@@ -14,6 +14,7 @@ from rich.table import Table
 from api.cli.output import fail
 from api.cli.progress import follow, summary
 from api.cli.remote import TokenOption, UrlOption, connect
+from api.cli.transfer import UploadDisplay
 
 # Progress and notes go to stderr, results (ids, tables) to stdout, so `$(...)` captures them.
 notes = Console(stderr=True)
@@ -57,7 +58,8 @@ def submit(
         raise fail("--target names a column of the CSV given with --data", 2)
     with connect(url, token) as client:
         if data is not None:
-            dataset = client.upload_dataset(data, target=target)
+            with UploadDisplay(notes, data.name) as display:
+                dataset = client.upload_dataset(data, target=target, on_progress=display)
             notes.print(f"dataset {dataset['id']}: {dataset['n_rows']} rows, "
                         f"{dataset['n_features']} features, {dataset['task']}")
             spec["dataset"] = dataset["id"]
