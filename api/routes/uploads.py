@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Annotated, Any
+from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 from starlette.types import Scope
@@ -54,6 +54,7 @@ from api.deps import (
 from api.errors import http_error
 from api.responses import AUTHENTICATED
 from api.schemas.datasets import DatasetPublic
+from api.schemas.tus import REFUSALS, UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET, documented
 from api.schemas.uploads import UploadPublic
 from api.services.errors import ServiceError
 from api.services.upload_metadata import (
@@ -104,13 +105,13 @@ def _expires(when: datetime) -> str:
 
 
 def _count(name: str, value: str | None) -> int:
-    if value is None or not value.isdigit() or int(value) > MAX_INTEGER:
+    if value is None or not (value.isascii() and value.isdigit()) or int(value) > MAX_INTEGER:
         raise _refuse(400, f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
-def tus_version(tus_resumable: Annotated[str | None, Header()] = None) -> None:
-    if tus_resumable != TUS_VERSION:
+def tus_version(request: Request) -> None:
+    if request.headers.get("tus-resumable") != TUS_VERSION:
         raise _refuse(412, f"send Tus-Resumable: {TUS_VERSION}", Tus_Version=TUS_VERSION)
 
 
@@ -140,19 +141,16 @@ async def options(settings: SettingsDep) -> Response:
 
 
 @router.post("", status_code=201, dependencies=Tus, responses={
-    400: {"description": "Upload-Length or Upload-Metadata missing or malformed"},
-    412: {"description": "Tus-Resumable is not 1.0.0"},
-    413: {"description": "Over max_dataset_bytes or the tenant's quota"},
-    422: {"description": "A metadata value the service cannot use"}})
-async def create(gate: GateDep, tenant: TenantBriefly, settings: SettingsDep,
-                 check_quota: QuotaCheckDep,
-                 upload_length: Annotated[str | None, Header()] = None,
-                 upload_metadata: Annotated[str | None, Header()] = None) -> Response:
+    **REFUSALS, 413: {"description": "Over max_dataset_bytes or the tenant's quota"},
+    422: {"description": "A metadata value the service cannot use"}},
+    openapi_extra=documented(UPLOAD_LENGTH, UPLOAD_METADATA))
+async def create(request: Request, gate: GateDep, tenant: TenantBriefly,
+                 settings: SettingsDep, check_quota: QuotaCheckDep) -> Response:
     """Create an upload of Upload-Length bytes; its URL is the answer's Location."""
-    length = _length(upload_length, limit=settings.max_dataset_bytes,
-                     part_bytes=settings.s3_part_bytes)
+    length = _length(request.headers.get("upload-length"),
+                     limit=settings.max_dataset_bytes, part_bytes=settings.s3_part_bytes)
     try:
-        meta = dataset_metadata(parse_metadata(upload_metadata))
+        meta = dataset_metadata(parse_metadata(request.headers.get("upload-metadata")))
     except MalformedMetadata as error:
         raise _refuse(400, str(error)) from error
     except ServiceError as error:
@@ -180,7 +178,7 @@ async def _owned(gate: GateDep, tenant_id: str, upload_id: str) -> Upload:
     return upload
 
 
-@router.head("/{upload_id}", dependencies=Tus, responses={404: {"description": "No such upload"}})
+@router.head("/{upload_id}", dependencies=Tus, responses=REFUSALS, openapi_extra=documented())
 async def head(upload_id: str, gate: GateDep, tenant: TenantBriefly) -> Response:
     """How many bytes are stored: send the rest from Upload-Offset."""
     upload = await _owned(gate, tenant.id, upload_id)
@@ -208,20 +206,19 @@ async def _refuse_patch(gate: GateDep, tenant_id: str, upload_id: str, offset: i
 
 
 @router.patch("/{upload_id}", status_code=204, dependencies=Tus, responses={
-    404: {"description": "No such upload"},
-    409: {"description": "Not the stored offset, complete, or another request writes"},
+    **REFUSALS, 409: {"description": "Not the stored offset, complete, or another request writes"},
     413: {"description": "The body goes past Upload-Length"},
     415: {"description": "The body is not application/offset+octet-stream"}},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        OFFSET_OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}}}})
+    openapi_extra=documented(UPLOAD_OFFSET))
 async def patch(upload_id: str, request: Request, gate: GateDep, tenant: TenantBriefly,
-                store: StoreDep, settings: SettingsDep, ingests: IngestsDep,
-                upload_offset: Annotated[str | None, Header()] = None,
-                content_type: Annotated[str | None, Header()] = None) -> Response:
-    """Store the body at Upload-Offset; the answer's Upload-Offset is what is stored now."""
-    if (content_type or "").split(";")[0].strip().lower() != OFFSET_OCTET_STREAM:
+                store: StoreDep, settings: SettingsDep, ingests: IngestsDep) -> Response:
+    """Store the body (Content-Type application/offset+octet-stream: the file's bytes from
+    Upload-Offset); the answer's Upload-Offset is what is stored now."""
+    offset = _count("Upload-Offset", request.headers.get("upload-offset"))
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != OFFSET_OCTET_STREAM:
+        await _owned(gate, tenant.id, upload_id)  # no such upload: 404, whatever the body
         raise _refuse(415, f"a PATCH body is Content-Type {OFFSET_OCTET_STREAM}")
-    offset = _count("Upload-Offset", upload_offset)
     declared = request.headers.get("content-length")
     taken = await gate.run(lambda session: take_writer(
         session, tenant_id=tenant.id, upload_id=upload_id, offset=offset))
@@ -229,7 +226,7 @@ async def patch(upload_id: str, request: Request, gate: GateDep, tenant: TenantB
         return await _refuse_patch(gate, tenant.id, upload_id, offset, request)
     attempt, received = taken
     ledger = GateLedger(gate, attempt, settings.upload_expiry_s)
-    if declared is not None and declared.isdigit() and \
+    if declared is not None and declared.isascii() and declared.isdigit() and \
             offset + int(declared) > received.length:
         await ledger.save(received, hold=False)
         raise _refuse(413, f"the body goes past Upload-Length {received.length}",
@@ -255,8 +252,8 @@ async def patch(upload_id: str, request: Request, gate: GateDep, tenant: TenantB
 
 
 @router.delete("/{upload_id}", status_code=204, dependencies=Tus, responses={
-    404: {"description": "No such upload"},
-    409: {"description": "Being read into a dataset, or a request is writing to it"}})
+    **REFUSALS, 409: {"description": "Being read into a dataset, or a request is writing to it"}},
+    openapi_extra=documented())
 async def terminate(upload_id: str, gate: GateDep, tenant: TenantBriefly,
                     store: StoreDep) -> Response:
     """Delete the upload and the bytes it holds (a dataset made of it stays)."""

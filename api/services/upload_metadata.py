@@ -23,8 +23,13 @@ class MalformedMetadata(ValueError):
     """The header is not ``key base64`` pairs of UTF-8 text (HTTP 400)."""
 
 
+def _invalid(key: str, message: str) -> InvalidInput:
+    return InvalidInput(("header", "Upload-Metadata", key), f"{key}: {message}")
+
+
 def parse_metadata(header: str | None) -> dict[str, str]:
-    """The header's keys and values; raises MalformedMetadata."""
+    """The header's keys and values; raises MalformedMetadata for a header that is not
+    ``key base64`` pairs, InvalidInput (422) for values that are no text."""
     if header is not None and len(header) > MAX_HEADER:
         raise MalformedMetadata(f"Upload-Metadata is longer than {MAX_HEADER} characters")
     metadata: dict[str, str] = {}
@@ -33,12 +38,15 @@ def parse_metadata(header: str | None) -> dict[str, str]:
             continue
         key, _, value = pair.strip().partition(" ")
         try:
-            text = base64.b64decode(value, validate=True).decode() if value else ""
-        except (binascii.Error, UnicodeDecodeError):
-            raise MalformedMetadata(
-                f"Upload-Metadata: {key!r} is not base64 of UTF-8 text") from None
+            raw = base64.b64decode(value, validate=True) if value else b""
+        except binascii.Error:
+            raise MalformedMetadata(f"Upload-Metadata: {key!r} is not base64") from None
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            raise _invalid(key, "not UTF-8 text") from None
         if key in metadata or "\x00" in text:
-            raise MalformedMetadata(f"Upload-Metadata: {key!r} is repeated or holds a NUL")
+            raise _invalid(key, "repeated, or holds a NUL character")
         metadata[key] = text
     return metadata
 
@@ -52,19 +60,16 @@ def dataset_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """``metadata`` with the dataset's ``format`` (else told by the filename's extension)
     and ``name`` (else the filename) settled; raises InvalidInput (422) for a value the
     service cannot use."""
-    def invalid(key: str, message: str) -> InvalidInput:
-        return InvalidInput(("header", "Upload-Metadata", key), f"{key}: {message}")
-
     for key, limit in LIMITS.items():
         if key in metadata and not 1 <= len(metadata[key]) <= limit:
-            raise invalid(key, f"between 1 and {limit} characters")
+            raise _invalid(key, f"between 1 and {limit} characters")
     formats: tuple[str, ...] = get_args(UploadFormat)
     fmt = metadata.get("format")
     if fmt is None:
         if "filename" not in metadata:
-            raise invalid("format", f"send format ({', '.join(formats)}) or a filename")
+            raise _invalid("format", f"send format ({', '.join(formats)}) or a filename")
         fmt = format_of_filename(metadata["filename"])
     elif fmt not in formats:
-        raise invalid("format", f"{fmt!r} is none of {', '.join(formats)}")
+        raise _invalid("format", f"{fmt!r} is none of {', '.join(formats)}")
     name = metadata.get("name") or metadata.get("filename", f"upload.{fmt}")[:200]
     return {**metadata, "format": fmt, "name": name}

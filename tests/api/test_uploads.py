@@ -114,6 +114,8 @@ def test_options_and_creation_limits(client: TestClient, auth: dict[str, str],
     assert answer.status_code == 413 and "max_dataset_bytes=" in answer.json()["detail"]
     answer = post(**TUS, **{"Upload-Length": "10", "Upload-Metadata": "name !!!"})
     assert answer.status_code == 400 and "'name'" in answer.json()["detail"]
+    answer = post(**TUS, **{"Upload-Length": "10", "Upload-Metadata": "name /w=="})
+    assert answer.status_code == 422 and "not UTF-8" in answer.text
     answer = post(**TUS, **{"Upload-Length": "10", "Upload-Metadata": "filename ZC5iaW4="})
     assert answer.status_code == 422 and "d.bin" in answer.text  # no format to read it as
     answer = post(**TUS, **{"Upload-Length": "10", "Upload-Metadata": "format eGxz"})
@@ -177,6 +179,9 @@ def test_patch_refusals_and_another_tenant(client: TestClient, auth: dict[str, s
     assert client.get(url, headers=other_auth).status_code == 404
     assert client.get(url, headers=auth).json()["status"] == "receiving"
     assert client.head("/v1/uploads/" + "0" * 32, headers={**auth, **TUS}).status_code == 404
+    nowhere = client.patch("/v1/uploads/" + "0" * 32, headers={**auth, **TUS,
+                                                               "Upload-Offset": "0"})
+    assert nowhere.status_code == 404  # before the body's type is looked at
 
 
 def test_a_patch_past_the_body_limit_is_stored(client: TestClient, auth: dict[str, str]
