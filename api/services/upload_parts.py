@@ -86,14 +86,14 @@ class PartWriter:
 
     async def receive(self, body: AsyncIterator[bytes]) -> bool:
         """Store ``body``; True when it brought the last byte of the upload. A body cut short
-        is stored as far as it came. Raises ``PastLength`` (the bytes up to the length are
-        kept), or ``Conflict`` when another writer took over (then nothing more is written).
+        is stored as far as it came. Raises ``PastLength`` (what came before it is kept), or
+        ``Conflict`` when another writer took over (then nothing more is written).
         """
         received = self.received
-        buffer = bytearray(await self._read_tail())
-        base = received.offset - len(buffer)  # where the buffer starts: the end of the parts
         too_long: PastLength | None = None
         try:
+            buffer = bytearray(await self._read_tail())
+            base = received.offset - len(buffer)  # where the buffer starts: the parts' end
             async for chunk in body:
                 if base + len(buffer) + len(chunk) > received.length:
                     too_long = PastLength(received.length)
