@@ -21,6 +21,8 @@ from api.model_cache import ModelCache
 from api.monitoring import RequestLatencyMiddleware, ServiceCollector, request_histogram
 from api.queue import queue_depth
 from api.routes import datasets, events, health, jobs, monitoring, pages, results, uploads
+from api.services.ingest import ingest as stream_ingest
+from api.services.quota import check_quota as tenant_quota
 from api.services.upload_ingest import Ingest, IngestExecutor
 from api.services.upload_sweep import sweep_forever
 from api.text_params import refuse_nul_characters
@@ -48,13 +50,13 @@ async def _background(app: FastAPI) -> AsyncIterator[None]:
         ingests.shutdown()
 
 
-def create_app(settings: Settings | None = None, *, ingest: Ingest | None = None,
-               check_quota: QuotaCheck | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, ingest: Ingest | None = stream_ingest,
+               check_quota: QuotaCheck | None = tenant_quota) -> FastAPI:
     """The API for ``settings`` (default: the environment's): its limits, database, broker.
 
-    ``ingest`` reads a complete resumable upload into a dataset (``api.services.ingest``);
-    without one, ``/v1/uploads`` is not served. ``check_quota`` refuses an upload that
-    would take its tenant past its quota; without one, there is no quota.
+    ``ingest`` reads a complete resumable upload into a dataset (``api.services.ingest``;
+    tests may give a stand-in); None: ``/v1/uploads`` is not served. ``check_quota``
+    refuses an upload that would take its tenant past its quota; None: no quota.
     """
     settings = settings or get_settings()
     app = FastAPI(

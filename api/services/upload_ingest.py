@@ -20,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 from api.services.dataset_files import UploadFormat
+from api.services.datasets import record_dataset
 from api.services.errors import ServiceError
 from core.data import InvalidDataError
 from db.blobs import BlobNotFound, BlobStore, blob_store
 from db.engine import SessionFactory, session_scope
 from db.models import Dataset, Upload
-from db.queries.datasets import DatasetFacts, dataset_with_content, store_dataset
+from db.queries.datasets import DatasetFacts, dataset_with_content
 from db.queries.uploads import (
     data_key,
     drop_ingest,
@@ -165,6 +166,7 @@ class IngestExecutor:
                 ) -> Callable[[str, DatasetFacts], tuple[Dataset, bool]]:
         def record(dataset_id: str, facts: DatasetFacts) -> tuple[Dataset, bool]:
             with session_scope(self.sessions) as session:
-                return store_dataset(session, dataset_id=dataset_id, tenant_id=tenant_id,
-                                     name=name, facts=facts)
+                return record_dataset(session, tenant_id=tenant_id, name=name,
+                                      dataset_id=dataset_id, facts=facts,
+                                      settings=self.settings)
         return record

@@ -173,7 +173,7 @@ def test_a_server_without_resumable_uploads_gets_one_request(
         settings: Settings, token: str, tmp_path: Path) -> None:
     path = tmp_path / "large.npz"
     write_random(path, 2 * MiB)
-    with serving(create_app(settings)) as url, Client(url, token) as client, \
+    with serving(create_app(settings, ingest=None)) as url, Client(url, token) as client, \
             pytest.raises(ApiError) as refused:
         client.upload_dataset(path)
     assert refused.value.status == 413 and "max_body_bytes" in str(refused.value)

@@ -1,5 +1,5 @@
-"""Apps for a real uvicorn process (``uvicorn --factory``), on the environment's settings,
-with a stand-in for the streaming ingest (``tests.utils.uploads``)."""
+"""Apps for a real uvicorn process (``uvicorn --factory``), on the environment's settings:
+the real one, and one whose ingests hang (the process is killed in the middle of one)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from api.main import create_app
-from tests.utils.uploads import digest_ingest
 
 
 def app() -> FastAPI:
-    """Ingests record the digest of what they read."""
-    return create_app(ingest=digest_ingest)
+    return create_app()
 
 
 def hanging_app() -> FastAPI:

@@ -1,8 +1,9 @@
 """Resumable uploads in tests: stand-ins for the streaming ingest, and tus requests.
 
-The stand-ins take the ingest's place (``create_app(ingest=...)``) until it lands: the
-"dataset" of ``digest_ingest`` is one row whose sha256 is the digest of the bytes it read,
-so that a test sees, through the API, exactly what the ingest was given.
+The protocol's tests put a stand-in in the ingest's place (``create_app(ingest=...)``), to
+see exactly what it was given: the "dataset" of ``digest_ingest`` is one row whose sha256 is
+the digest of the bytes it read. The real ingest has tests of its own (tests/api/ingest/),
+and tests/e2e/test_resumable_uploads.py runs the two together.
 """
 
 from __future__ import annotations

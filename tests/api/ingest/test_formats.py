@@ -63,7 +63,7 @@ def test_uint8_stays_uint8(fmt: str, ingester: Ingester,
 
 def test_an_upload_read_from_the_store_as_a_finished_upload_is(
         ingester: Ingester, store: BlobStore) -> None:
-    """The colleague path: the upload's blob through ``open_seekable`` (Parquet and .npz
+    """A resumable upload's path: its blob through ``open_seekable`` (Parquet and .npz
     need their footer and directory, at the end)."""
     X, y = data(n=5000)
     expected = ingester.arrays(X, y, tenant="globex")
